@@ -1,0 +1,206 @@
+"""The turngym environment contract.
+
+Every turngym environment is a :class:`gymnasium.Env` whose observations and actions are
+text, and subclasses :class:`TurnEnv`.
+
+Observations and actions
+------------------------
+- ``observation``: the new text the agent sees this turn (a tool result, the board, an error
+  message). The first observation (from ``reset``) contains the task.
+- ``action``: the model's raw reply, as text. The environment parses it itself (usually with a
+  ``turngym.tools`` parser); a reply that cannot be parsed is answered with an error
+  observation and ``info["action_valid"] = False`` — never an exception.
+- Both spaces are :class:`TextSpace`: any Python string up to ``max_length`` characters.
+
+``reset(seed=None, options=None)``
+    ``options={"task": Task | task_id}`` picks the task; without it a task of the env's
+    ``split`` is drawn with ``self.np_random``. Same seed + same task + same actions => the
+    same observations, rewards and infos.
+
+``step(action) -> (observation, reward, terminated, truncated, info)``
+    ``terminated``: the task ended (solved, failed, answered). ``truncated``: the turn budget
+    (``max_turns``) ran out.
+
+The ``info`` keys (see :data:`INFO_KEYS`), present where meaningful:
+
+==================  ==========================================================================
+``task_id``         str: the id of the current task (every reset and step).
+``action_valid``    bool: False when the reply could not be parsed into an action (every step).
+``tool_calls``      list of dicts ``{"name", "arguments"}``: what was parsed and run this step.
+``anchor``          hashable: the raw environment state *before* the action (no history, no
+                    prompt template) — GiGPO groups steps by it. Set by ``reset`` for the first
+                    step and by every ``step`` for the step that follows, so the agent records
+                    the anchor of the state it acts in.
+``stratum``         hashable: structural features of the trajectory so far (e.g. the number of
+                    search calls) — Stratified GRPO normalises within strata.
+``success``         bool: whether the task was solved (at episode end).
+==================  ==========================================================================
+
+What a subclass provides
+------------------------
+- ``tools``: the tools the agent may call (their schemas go into its prompt), possibly empty.
+- ``instructions``: how to act in this environment (the agent's system prompt).
+- ``_reset_task(task) -> (observation, info)`` and ``_step(action) -> (observation, reward,
+  terminated, info)``; the base class counts turns, truncates at ``max_turns`` and fills
+  ``task_id`` and ``action_valid``.
+- ``example_actions()``: a few well-formed replies (used by the conformance checker).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Hashable
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from turngym.envs.tasks import SuiteError, Task, TaskSuite, load_suite
+from turngym.tools.base import Tool
+
+__all__ = ["INFO_KEYS", "TextSpace", "TurnEnv", "canonical_anchor"]
+
+INFO_KEYS: dict[str, str] = {
+    "task_id": "str: the id of the current task",
+    "action_valid": "bool: False when the reply could not be parsed",
+    "tool_calls": "list[dict]: the tool calls parsed and run this step",
+    "anchor": "hashable: raw environment state before the next action (GiGPO)",
+    "stratum": "hashable: structural features of the trajectory so far (Stratified GRPO)",
+    "success": "bool: whether the task was solved (at episode end)",
+}
+
+_SAMPLE_CHARSET = string.ascii_letters + string.digits + string.punctuation + " \n"
+
+
+class TextSpace(spaces.Text):
+    """Any Python string of at most ``max_length`` characters.
+
+    Gymnasium's ``Text`` restricts characters to a charset; model replies and tool output can
+    hold any character, so ``contains`` only checks the type and the length. ``sample`` draws
+    printable ASCII.
+    """
+
+    def __init__(self, max_length: int = 1 << 20, seed: int | None = None) -> None:
+        super().__init__(max_length=max_length, min_length=0, charset=_SAMPLE_CHARSET, seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and len(x) <= self.max_length
+
+    def __repr__(self) -> str:
+        return f"TextSpace(max_length={self.max_length})"
+
+
+def canonical_anchor(value: Any) -> Hashable:
+    """A hashable canonical form of an anchor or stratum (see ALGORITHMS.md, GiGPO step 2)."""
+    if value is None or isinstance(value, (str, int, float, bool, bytes)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(canonical_anchor(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), canonical_anchor(v)) for k, v in value.items()))
+    if isinstance(value, np.ndarray):
+        return (value.tobytes(), value.shape, str(value.dtype))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Hashable):
+        return value
+    raise TypeError(f"cannot make a canonical anchor from {type(value).__name__}")
+
+
+class TurnEnv(gym.Env[str, str]):
+    """Base class of turngym environments; see the module docstring for the contract."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    #: One-line description shown by ``turngym envs``.
+    description: ClassVar[str] = ""
+    #: How to act in this environment: the agent's system prompt.
+    instructions: str = ""
+    #: Upper bound on observation/action length in characters.
+    max_text_length: ClassVar[int] = 1 << 20
+
+    def __init__(
+        self,
+        suite: str | TaskSuite | None = None,
+        split: str = "train",
+        max_turns: int = 20,
+        render_mode: str | None = None,
+    ) -> None:
+        self.observation_space = TextSpace(self.max_text_length)
+        self.action_space = TextSpace(self.max_text_length)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
+        self.render_mode = render_mode
+        self._suite_ref = suite
+        self._suite: TaskSuite | None = suite if isinstance(suite, TaskSuite) else None
+        self.split = split
+        self.max_turns = max_turns
+        self.task: Task | None = None
+        self.turn = 0
+        self.tools: list[Tool] = list(getattr(self, "tools", []))
+        self._last_obs = ""
+
+    # -- suites ----------------------------------------------------------------------------
+    @property
+    def suite(self) -> TaskSuite:
+        if self._suite is None:
+            if self._suite_ref is None:
+                raise SuiteError(f"{type(self).__name__} has no task suite; pass suite=...")
+            self._suite = load_suite(self._suite_ref)
+        return self._suite
+
+    def _select_task(self, options: dict[str, Any] | None) -> Task:
+        choice = (options or {}).get("task")
+        if isinstance(choice, Task):
+            return choice
+        if isinstance(choice, str):
+            return self.suite.get(choice)
+        if choice is not None:
+            raise TypeError("options['task'] must be a Task or a task id")
+        tasks = self.suite.split(self.split)
+        return tasks[int(self.np_random.integers(len(tasks)))]
+
+    # -- the gymnasium API ------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.task = self._select_task(options)
+        self.turn = 0
+        obs, info = self._reset_task(self.task)
+        info = {"task_id": self.task.id, **info}
+        self._last_obs = obs
+        return obs, info
+
+    def step(self, action: str):
+        if self.task is None:
+            raise RuntimeError("call reset() before step()")
+        if not isinstance(action, str):
+            raise TypeError(f"actions are text; got {type(action).__name__}")
+        self.turn += 1
+        obs, reward, terminated, info = self._step(action)
+        truncated = not terminated and self.turn >= self.max_turns
+        info = {"task_id": self.task.id, "action_valid": True, "tool_calls": [], **info}
+        if (terminated or truncated) and "success" not in info:
+            info["success"] = False
+        self._last_obs = obs
+        return obs, float(reward), bool(terminated), bool(truncated), info
+
+    def render(self) -> str | None:
+        text = self._render_text()
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    # -- what subclasses implement -------------------------------------------------------------
+    def _reset_task(self, task: Task) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _render_text(self) -> str:
+        return self._last_obs
+
+    def example_actions(self) -> list[str]:
+        """A few well-formed replies for this environment (used by ``turngym check``)."""
+        return []
