@@ -1,6 +1,6 @@
 """turngym.envs — the environment contract, the registry, the checker and the env families."""
 
-from turngym.envs.core import INFO_KEYS, TextSpace, TurnEnv, canonical_anchor
+from turngym.envs.core import INFO_KEYS, EnvUnavailable, TextSpace, TurnEnv, canonical_anchor
 from turngym.envs.registration import (
     ENTRY_POINT_GROUP,
     UnknownEnvError,
@@ -21,6 +21,7 @@ from turngym.envs.tasks import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "EnvUnavailable",
     "INFO_KEYS",
     "SuiteError",
     "Task",

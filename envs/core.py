@@ -59,7 +59,15 @@ from gymnasium import spaces
 from turngym.envs.tasks import SuiteError, Task, TaskSuite, load_suite
 from turngym.tools.base import Tool
 
-__all__ = ["INFO_KEYS", "TextSpace", "TurnEnv", "canonical_anchor"]
+__all__ = ["INFO_KEYS", "EnvUnavailable", "TextSpace", "TurnEnv", "canonical_anchor"]
+
+
+class EnvUnavailable(RuntimeError):
+    """A component the environment needs is missing here (a Lean toolchain, Docker, a browser).
+
+    The message is one sentence that says how to get it. Conformance tests skip such
+    environments with that message as the reason.
+    """
 
 INFO_KEYS: dict[str, str] = {
     "task_id": "str: the id of the current task",

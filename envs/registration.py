@@ -41,6 +41,10 @@ def register(
     """Register an environment under ``id`` (e.g. ``"mypkg/Maze-v0"``)."""
     # Gymnasium's passive checker is replaced by turngym's own conformance checker.
     gym_kwargs.setdefault("disable_env_checker", True)
+    spec = gym.registry.get(id)
+    if spec is not None and spec.entry_point == entry_point and spec.kwargs == (kwargs or {}):
+        _DESCRIPTIONS[id] = description or _DESCRIPTIONS.get(id, "")
+        return  # the same registration again (e.g. a plug-in loaded twice): nothing to do
     gym.register(id=id, entry_point=entry_point, kwargs=kwargs or {}, **gym_kwargs)
     _DESCRIPTIONS[id] = description
 

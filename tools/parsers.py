@@ -1,8 +1,27 @@
 """Turning model text into tool calls.
 
-``parse_tool_calls(text, style)`` returns a :class:`ParseResult`: the calls found and the
-errors met. It never raises on model output: malformed text is an observation for the agent
-(``info["action_valid"] = False``), not a crash. Styles are registered in ``PARSERS``.
+``parse_tool_calls(text, style)`` returns a :class:`ParseResult`: the calls found (in the order
+they appear) and the errors met. It never raises on model output: malformed text is an
+observation for the agent (``info["action_valid"] = False``), not a crash. Text around the
+calls (reasoning, a ```json fence, ``<think>`` blocks) is ignored.
+
+Styles, registered in :data:`PARSERS` (``register_parser`` adds one):
+
+``hermes``
+    Hermes / Qwen / SmolLM: ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, one
+    tag per call. An unclosed last tag (output cut at ``max_tokens``) is still read.
+``openai_json``
+    Bare JSON, as Llama 3.x (``{"name": ..., "parameters": {...}}``, optionally after
+    ``<|python_tag|>``) and OpenAI-style prompts produce it: an object with ``name`` and
+    ``arguments``/``parameters`` (``arguments`` may be a JSON string), an OpenAI ``tool_calls``
+    entry ``{"type": "function", "function": {...}}``, ``{"tool_calls": [...]}``, or a list of
+    any of these; possibly inside a ```json fence, several in one reply.
+``react``
+    ReAct: ``Action: name`` followed by ``Action Input: {json}`` (several pairs allowed).
+
+Which style a model uses is read from its chat template or name by :func:`detect_style`,
+through the rules in :data:`STYLE_RULES` (``register_style_rule`` adds one), never by
+if/elif on names.
 """
 
 from __future__ import annotations
@@ -10,12 +29,25 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel
 
 from turngym.tools.base import ToolCall
 
-__all__ = ["ParseResult", "PARSERS", "parse_tool_calls", "register_parser"]
+__all__ = [
+    "PARSERS",
+    "STYLE_RULES",
+    "ParseResult",
+    "StyleRule",
+    "detect_style",
+    "parse_hermes",
+    "parse_openai_json",
+    "parse_react",
+    "parse_tool_calls",
+    "register_parser",
+    "register_style_rule",
+]
 
 
 class ParseResult(BaseModel):
@@ -27,32 +59,198 @@ class ParseResult(BaseModel):
         return bool(self.calls) and not self.errors
 
 
-_HERMES = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+_DECODER = json.JSONDecoder()
 
 
 def _call_from_obj(obj: object) -> ToolCall:
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+    """One call from a decoded JSON object; ValueError saying what is wrong otherwise."""
+    if isinstance(obj, dict) and isinstance(obj.get("function"), dict):  # OpenAI tool_calls entry
+        obj = obj["function"]
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"].strip():
         raise ValueError('a tool call must be a JSON object with a string "name"')
     args = obj.get("arguments", obj.get("parameters", {}))
+    if args is None:
+        args = {}
     if isinstance(args, str):  # OpenAI sends arguments as a JSON string
-        args = json.loads(args) if args.strip() else {}
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError as err:
+            raise ValueError(f"the arguments of {obj['name']!r} are not valid JSON ({err.msg})") from None
     if not isinstance(args, dict):
-        raise ValueError('"arguments" must be a JSON object')
-    return ToolCall(name=obj["name"], arguments=args)
+        raise ValueError(f'"arguments" of {obj["name"]!r} must be a JSON object')
+    return ToolCall(name=obj["name"].strip(), arguments=args)
+
+
+def _add(result: ParseResult, obj: object) -> None:
+    try:
+        result.calls.append(_call_from_obj(obj))
+    except ValueError as err:
+        result.errors.append(f"invalid tool call: {err}")
+
+
+def _json_error(err: json.JSONDecodeError, text: str, start: int = 0) -> str:
+    """The error for JSON that failed to decode; cut-off output gets its own hint."""
+    if err.pos >= len(text.rstrip()) or _unclosed(text[start:]):
+        return f"invalid tool call: the JSON ends early ({err.msg}); was the reply cut off?"
+    return f"invalid tool call: malformed JSON ({err.msg} at character {err.pos})"
+
+
+def _unclosed(text: str) -> bool:
+    """Whether ``text`` ends inside a JSON string or with brackets still open (cut-off output)."""
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+    return in_string or depth > 0
+
+
+# -- hermes / qwen -------------------------------------------------------------------------
+_HERMES = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
 def parse_hermes(text: str) -> ParseResult:
     """Hermes / Qwen style: ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``."""
     result = ParseResult()
     for body in _HERMES.findall(text):
+        body = _strip_fence(body)
+        if not body:
+            result.errors.append("invalid tool call: empty <tool_call> tag")
+            continue
         try:
-            result.calls.append(_call_from_obj(json.loads(body)))
-        except (json.JSONDecodeError, ValueError) as err:
-            result.errors.append(f"invalid tool call: {err}")
+            obj, end = _DECODER.raw_decode(body)
+        except json.JSONDecodeError as err:
+            result.errors.append(_json_error(err, body))
+            continue
+        if body[end:].strip():
+            result.errors.append("invalid tool call: text after the JSON object inside <tool_call>")
+            continue
+        for item in obj if isinstance(obj, list) else [obj]:
+            _add(result, item)
     return result
 
 
-PARSERS: dict[str, Callable[[str], ParseResult]] = {"hermes": parse_hermes}
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*(?:```)?$", re.DOTALL)
+
+
+def _strip_fence(body: str) -> str:
+    match = _FENCE.match(body.strip())
+    return match.group(1).strip() if match else body.strip()
+
+
+# -- bare JSON (OpenAI / Llama 3.x) ------------------------------------------------------------
+# Where a JSON value that is meant to be a tool call starts: used to tell a malformed call
+# (an error for the agent) from ordinary braces in prose (ignored).
+_CALL_START = re.compile(r'[\[{]\s*(?:\{\s*)?"(?:name|function|tool_calls|type)"\s*:')
+
+
+def _looks_like_call(obj: object) -> bool:
+    return isinstance(obj, dict) and ("name" in obj or "function" in obj or "tool_calls" in obj)
+
+
+def _collect(result: ParseResult, obj: object) -> None:
+    if isinstance(obj, list):
+        for item in obj:
+            if _looks_like_call(item):
+                _collect(result, item)
+            else:
+                result.errors.append("invalid tool call: a list of tool calls must hold JSON objects with a \"name\"")
+    elif isinstance(obj, dict) and isinstance(obj.get("tool_calls"), list):
+        _collect(result, obj["tool_calls"])
+    else:
+        _add(result, obj)
+
+
+def parse_openai_json(text: str) -> ParseResult:
+    """Tool calls written as bare JSON objects (or lists of them) anywhere in ``text``."""
+    result = ParseResult()
+    pos, n = 0, len(text)
+    while pos < n:
+        start = _next_json_start(text, pos)
+        if start < 0:
+            break
+        try:
+            obj, end = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError as err:
+            if _CALL_START.match(text, start):
+                result.errors.append(_json_error(err, text, start))
+                # Skip the rest of this broken value's first line; nested braces inside it
+                # are arguments, not calls.
+                newline = text.find("\n", start)
+                pos = n if newline < 0 else newline + 1
+            else:
+                pos = start + 1
+            continue
+        if _looks_like_call(obj) or (isinstance(obj, list) and any(_looks_like_call(o) for o in obj)):
+            _collect(result, obj)
+            pos = end
+        elif isinstance(obj, (dict, list)):
+            pos = end  # JSON that is not a call (e.g. a final answer object): not ours to judge
+        else:
+            pos = start + 1
+    return result
+
+
+def _next_json_start(text: str, pos: int) -> int:
+    brace, bracket = text.find("{", pos), text.find("[", pos)
+    if brace < 0:
+        return bracket
+    if bracket < 0:
+        return brace
+    return min(brace, bracket)
+
+
+# -- ReAct ---------------------------------------------------------------------------------------
+_REACT = re.compile(r"^[ \t]*Action[ \t]*:[ \t]*(?P<name>[^\n]*?)[ \t]*$", re.MULTILINE)
+_REACT_INPUT = re.compile(r"\s*Action[ \t]*Input[ \t]*:[ \t]*", re.IGNORECASE)
+_REACT_STOP = re.compile(r"^[ \t]*(?:Observation|Thought|Action|Final Answer)[ \t]*:", re.MULTILINE)
+
+
+def parse_react(text: str) -> ParseResult:
+    """ReAct style: ``Action: tool_name`` then ``Action Input: {"arg": ...}``."""
+    result = ParseResult()
+    for match in _REACT.finditer(text):
+        name = match.group("name").strip().strip("`*[]'\"").strip()
+        if not name:
+            result.errors.append("invalid tool call: `Action:` without a tool name")
+            continue
+        rest = text[match.end():]
+        inp = _REACT_INPUT.match(rest)
+        if inp is None:
+            result.errors.append(f"invalid tool call: `Action: {name}` must be followed by an `Action Input:` line")
+            continue
+        body = rest[inp.end():]
+        stop = _REACT_STOP.search(body)
+        body = _strip_fence(body[: stop.start()] if stop else body)
+        if not body:
+            result.calls.append(ToolCall(name=name, arguments={}))
+            continue
+        try:
+            args, end = _DECODER.raw_decode(body)
+        except json.JSONDecodeError as err:
+            result.errors.append(_json_error(err, body) if body.lstrip().startswith(("{", "[")) else
+                                 f"invalid tool call: the Action Input of {name!r} must be a JSON object")
+            continue
+        _add(result, {"name": name, "arguments": args})
+    return result
+
+
+# -- the registry ----------------------------------------------------------------------------
+PARSERS: dict[str, Callable[[str], ParseResult]] = {
+    "hermes": parse_hermes,
+    "openai_json": parse_openai_json,
+    "react": parse_react,
+}
 
 
 def register_parser(style: str, fn: Callable[[str], ParseResult]) -> None:
@@ -60,8 +258,53 @@ def register_parser(style: str, fn: Callable[[str], ParseResult]) -> None:
 
 
 def parse_tool_calls(text: str, style: str = "hermes") -> ParseResult:
+    """The tool calls in ``text`` read in ``style``; unknown styles raise ``ValueError``."""
     try:
         parser = PARSERS[style]
     except KeyError:
         raise ValueError(f"unknown tool-call style {style!r}; known: {', '.join(sorted(PARSERS))}") from None
     return parser(text)
+
+
+# -- picking the style for a model -------------------------------------------------------------
+class StyleRule(BaseModel):
+    """``style`` applies when ``pattern`` (a regex) is found in the chat template or model name."""
+
+    pattern: str
+    style: str
+    on: str = "template"
+    """``template`` (the tokenizer's chat template text) or ``model`` (the model name / id)."""
+
+
+#: Tried in order; the chat template is checked before the model name (a template says what
+#: the model was trained to write; names can mislead).
+STYLE_RULES: list[StyleRule] = [
+    StyleRule(pattern=r"<tool_call>", style="hermes"),
+    StyleRule(pattern=r"<\|python_tag\|>|Environment: ipython|\"parameters\": dictionary", style="openai_json"),
+    StyleRule(pattern=r"Action Input:", style="react"),
+    StyleRule(pattern=r"(?i)qwen|hermes|smollm", style="hermes", on="model"),
+    StyleRule(pattern=r"(?i)llama-?3", style="openai_json", on="model"),
+    StyleRule(pattern=r"(?i)gpt-|openai", style="openai_json", on="model"),
+]
+
+
+def register_style_rule(pattern: str, style: str, on: str = "template", first: bool = True) -> None:
+    """Add a rule mapping a chat-template or model-name pattern to a parser style."""
+    rule = StyleRule(pattern=pattern, style=style, on=on)
+    if first:
+        STYLE_RULES.insert(0, rule)
+    else:
+        STYLE_RULES.append(rule)
+
+
+def detect_style(tokenizer: Any = None, model_name: str | None = None, default: str = "hermes") -> str:
+    """The tool-call style a model writes, from its tokenizer's chat template or its name."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if isinstance(template, dict):  # several named templates
+        template = "\n".join(str(v) for v in template.values())
+    name = model_name or getattr(tokenizer, "name_or_path", "") or ""
+    for on, haystack in (("template", str(template)), ("model", str(name))):
+        for rule in STYLE_RULES:
+            if rule.on == on and haystack and re.search(rule.pattern, haystack):
+                return rule.style
+    return default

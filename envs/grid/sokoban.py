@@ -208,7 +208,7 @@ class SokobanEnv(TurnEnv):
         if move is None:
             board = self.level.render()
             obs = f"Invalid action ({why}). {INVALID_HELP}\n{board}"
-            return obs, -self.invalid_penalty, False, {"action_valid": False, "anchor": board}
+            return obs, -self.invalid_penalty if self.invalid_penalty else 0.0, False, {"action_valid": False, "anchor": board}
         before = len(self.level.boxes & self.level.targets)
         self.level, pushed = self.level.move(move)
         after = len(self.level.boxes & self.level.targets)

@@ -1,0 +1,177 @@
+"""The GUI agent's tools and how a reply becomes browser actions.
+
+Tools (Hermes-style tool calls, ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``):
+
+==============================  =============================================================
+``click(ref)``                  click the control with that ref
+``type(ref, text, submit)``     replace the text of a text box (``submit``: press Enter after)
+``select(ref, option)``         choose an option of a drop-down by its label (or value)
+``press(key)``                  press a key on the focused element (``Enter``, ``Tab``, ...)
+``scroll(direction)``           scroll the page up, down, left or right
+``answer(text)``                give the final answer and end the episode
+==============================  =============================================================
+
+:func:`parse_actions` turns a reply into validated calls or one clear error (bad model output
+is an observation, never an exception); :func:`perform` runs one validated call on a page.
+Refs must come from the current snapshot; an unknown ref is an error the agent reads.
+Handlers are looked up in :data:`HANDLERS` by tool name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from turngym.envs.gui.snapshot import normalize_ref
+from turngym.tools import Tool, ToolCall, ToolError, parse_tool_calls
+
+__all__ = ["TOOLS", "HANDLERS", "ParsedActions", "parse_actions", "perform", "MAX_CALLS_PER_TURN"]
+
+#: At most this many tool calls run per reply (e.g. type into two boxes and click submit).
+MAX_CALLS_PER_TURN = 8
+
+
+class RefArgs(BaseModel):
+    ref: str = Field(description="The ref of the element, as shown in the snapshot (e.g. e12).")
+
+
+class TypeArgs(RefArgs):
+    text: str = Field(description="The text to put into the field (replaces what is there).")
+    submit: bool = Field(default=False, description="Press Enter after typing.")
+
+
+class SelectArgs(RefArgs):
+    option: str = Field(description="The label (or value) of the option to choose.")
+
+
+class PressArgs(BaseModel):
+    key: str = Field(description='A key name such as "Enter", "Tab", "Escape", "ArrowDown" or "Control+a".')
+
+
+class ScrollArgs(BaseModel):
+    direction: Literal["up", "down", "left", "right"] = Field(description="Which way to scroll.")
+
+
+class AnswerArgs(BaseModel):
+    text: str = Field(description="The final answer; ends the episode.")
+
+
+TOOLS: list[Tool] = [
+    Tool("click", "Click an element of the page by its ref.", RefArgs),
+    Tool("type", "Type text into a text box by its ref (replacing its content).", TypeArgs),
+    Tool("select", "Choose an option of a drop-down list by its ref and the option's label.", SelectArgs),
+    Tool("press", "Press a key (on the focused element).", PressArgs),
+    Tool("scroll", "Scroll the page.", ScrollArgs),
+    Tool("answer", "Give the final answer (or say you are done); ends the episode.", AnswerArgs),
+]
+_BY_NAME = {tool.name: tool for tool in TOOLS}
+_REF_TOOLS = {"click", "type", "select"}
+
+
+@dataclass
+class ParsedActions:
+    """Validated calls of one reply, or the error that makes the reply invalid."""
+
+    calls: list[tuple[ToolCall, BaseModel]]
+    error: str = ""
+
+
+def parse_actions(reply: str, refs: list[str], style: str = "hermes") -> ParsedActions:
+    """Parse and validate the tool calls in ``reply`` against the current page's ``refs``."""
+    parsed = parse_tool_calls(reply, style)
+    if parsed.errors:
+        return ParsedActions([], parsed.errors[0])
+    if not parsed.calls:
+        names = ", ".join(_BY_NAME)
+        return ParsedActions([], f"no tool call found; call one of {names} as <tool_call>{{...}}</tool_call>")
+    if len(parsed.calls) > MAX_CALLS_PER_TURN:
+        return ParsedActions([], f"at most {MAX_CALLS_PER_TURN} tool calls per reply, got {len(parsed.calls)}")
+    known = set(refs)
+    calls = []
+    for call in parsed.calls:
+        tool = _BY_NAME.get(call.name)
+        if tool is None:
+            return ParsedActions([], f"unknown tool {call.name!r}; the tools are {', '.join(_BY_NAME)}")
+        try:
+            args = tool.validate(call)
+        except ToolError as err:
+            return ParsedActions([], str(err))
+        if call.name in _REF_TOOLS:
+            ref = normalize_ref(args.ref)  # type: ignore[attr-defined]
+            if ref not in known:
+                shown = ", ".join(refs[:30]) + (", ..." if len(refs) > 30 else "")
+                return ParsedActions([], f"no element with ref {args.ref!r} on this page (refs: {shown or 'none'})")  # type: ignore[attr-defined]
+            args = args.model_copy(update={"ref": ref})
+        calls.append((call, args))
+    return ParsedActions(calls)
+
+
+# -- handlers: one coroutine per tool, run on the browser thread ---------------------------------
+def _locator(page: Any, ref: str) -> Any:
+    return page.locator(f"aria-ref={ref}")
+
+
+async def _click(page: Any, args: RefArgs) -> str:
+    await _locator(page, args.ref).click()
+    return f"clicked {args.ref}"
+
+
+async def _type(page: Any, args: TypeArgs) -> str:
+    target = _locator(page, args.ref)
+    await target.fill(args.text)
+    if args.submit:
+        await target.press("Enter")
+    return f"typed {len(args.text)} characters into {args.ref}" + (" and pressed Enter" if args.submit else "")
+
+
+async def _select(page: Any, args: SelectArgs) -> str:
+    target = _locator(page, args.ref)
+    options = await target.evaluate("el => el.options ? Array.from(el.options).map(o => [o.label, o.value]) : null")
+    if options is None:
+        raise ToolError(f"{args.ref} is not a drop-down list")
+    wanted = args.option.strip()
+    value = next((v for label, v in options if label.strip() == wanted), None)
+    value = value if value is not None else next((v for _, v in options if v == wanted), None)
+    value = value if value is not None else next((v for label, v in options if label.strip().lower() == wanted.lower()), None)
+    if value is None:
+        labels = ", ".join(repr(label.strip()) for label, _ in options)
+        raise ToolError(f"{args.ref} has no option {args.option!r} (options: {labels})")
+    await target.select_option(value=value)
+    return f"selected {args.option!r} in {args.ref}"
+
+
+async def _press(page: Any, args: PressArgs) -> str:
+    await page.keyboard.press(args.key)
+    return f"pressed {args.key}"
+
+
+_SCROLL = {"up": (0, -400), "down": (0, 400), "left": (-400, 0), "right": (400, 0)}
+
+
+async def _scroll(page: Any, args: ScrollArgs) -> str:
+    dx, dy = _SCROLL[args.direction]
+    await page.evaluate("([dx, dy]) => window.scrollBy(dx, dy)", [dx, dy])
+    return f"scrolled {args.direction}"
+
+
+async def _answer(page: Any, args: AnswerArgs) -> str:
+    return "answered"
+
+
+HANDLERS: dict[str, Callable[[Any, Any], Awaitable[str]]] = {
+    "click": _click,
+    "type": _type,
+    "select": _select,
+    "press": _press,
+    "scroll": _scroll,
+    "answer": _answer,
+}
+
+
+async def perform(page: Any, call: ToolCall, args: BaseModel) -> str:
+    """Run one validated call. A call the page cannot honour raises :class:`ToolError`;
+    Playwright errors (timeouts, detached elements) propagate for the caller to report."""
+    return await HANDLERS[call.name](page, args)

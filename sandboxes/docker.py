@@ -1,0 +1,3 @@
+def docker_client():
+    import docker
+    return docker.from_env()

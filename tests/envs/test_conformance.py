@@ -1,0 +1,40 @@
+"""Every registered environment passes `turngym check` (Gymnasium's check_env + turngym's)."""
+
+import pytest
+
+from turngym.envs import EnvUnavailable, registered_envs
+from turngym.envs.checker import check
+
+ENV_IDS = sorted(registered_envs())
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_registered_env_passes_every_check(env_id):
+    try:
+        results = check(env_id, seed=0, steps=6)
+    except EnvUnavailable as err:
+        pytest.skip(str(err))
+    failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
+    assert not failed, failed
+    assert len(results) == 7
+
+
+def test_checker_catches_a_nondeterministic_env():
+    import turngym
+    from turngym.envs import Task, TaskSuite, TurnEnv
+
+    class Flaky(TurnEnv):
+        calls = 0
+
+        def _reset_task(self, task):
+            return "hi", {"anchor": "s"}
+
+        def _step(self, action):
+            Flaky.calls += 1
+            return f"obs {Flaky.calls}", 0.0, False, {"action_valid": action == "ok", "anchor": ["unhashable"]}
+
+    suite = TaskSuite("one", [Task(id="a")])
+    results = {r.name: r for r in check("x", make_env=lambda: Flaky(suite=suite))}
+    assert not results["deterministic under a seed"].passed
+    assert "must be hashable" in results["info keys well-typed, anchors hashable"].detail
+    assert turngym  # the front door imports

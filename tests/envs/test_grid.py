@@ -1,0 +1,148 @@
+import pytest
+
+import turngym
+from turngym.envs import load_suite
+from turngym.envs.grid.frozenlake import generate_map, shortest_path
+from turngym.envs.grid.moves import parse_move
+from turngym.envs.grid.sokoban import Level, generate_level, solve
+
+
+@pytest.mark.parametrize("reply,move", [
+    ("<action>up</action>", "up"),
+    ("I think <action> LEFT </action> is best", "left"),
+    ('<tool_call>{"name": "move", "arguments": {"direction": "down"}}</tool_call>', "down"),
+    ("right", "right"),
+    ("<action>up</action><action>up</action>", "up"),
+])
+def test_parse_move_accepts(reply, move):
+    assert parse_move(reply) == (move, "")
+
+
+@pytest.mark.parametrize("reply,why", [
+    ("<action>jump</action>", "unknown move 'jump'"),
+    ("<action>up</action> then <action>left</action>", "one move per reply"),
+    ('<tool_call>{"name": "move", "arguments": {"direction": "north"}}</tool_call>', "invalid arguments for move"),
+    ('<tool_call>{"name": "move", "arguments": </tool_call>', "invalid tool call"),
+    ('<tool_call>{"name": "fly", "arguments": {}}</tool_call>', "unknown tool 'fly'"),
+    ("let me think", "no move found"),
+    ("", "no move found"),
+])
+def test_parse_move_rejects(reply, why):
+    move, reason = parse_move(reply)
+    assert move is None and why in reason
+
+
+@pytest.mark.parametrize("h,w,boxes", [(6, 6, 1), (7, 7, 2), (8, 8, 3)])
+def test_generated_levels_are_solvable_by_their_solution(h, w, boxes):
+    for seed in range(5):
+        level, solution = generate_level(seed, h, w, boxes)
+        assert len(level.boxes) == boxes and not level.solved()
+        state = level
+        for move in solution:
+            state, _ = state.move(move)
+        assert state.solved()
+        assert len(solve(level)) == len(solution)  # the solution is a shortest one
+
+
+def test_generation_is_deterministic():
+    assert generate_level(7)[0].render() == generate_level(7)[0].render()
+    assert generate_map(7, 6) == generate_map(7, 6)
+
+
+def test_sokoban_rules():
+    level = Level.parse("#####\n#P_X#\n#__O#\n#####")  # box against the wall: cannot be pushed right
+    moved, pushed = level.move("right")
+    assert moved.render() == "#####\n#_PX#\n#__O#\n#####" and not pushed
+    stuck, pushed = moved.move("right")
+    assert stuck is moved and not pushed
+    level = Level.parse("#####\n#PXO#\n#####")
+    done, pushed = level.move("right")
+    assert pushed and done.solved() and done.render() == "#####\n#_PV#\n#####"
+
+
+def test_every_suite_level_solves_with_its_recorded_answer():
+    for name in ["sokoban-6x6-1", "sokoban-7x7-2", "sokoban-8x8-3"]:
+        for task in load_suite(name):
+            state = Level.parse(task.metadata["board"])
+            for move in task.answer:
+                state, _ = state.move(move)
+            assert state.solved(), task.id
+    for name in ["frozenlake-4x4", "frozenlake-6x6"]:
+        for task in load_suite(name):
+            assert len(shortest_path(task.metadata["map"])) == len(task.answer), task.id
+
+
+@pytest.mark.parametrize("env_id", ["turngym/Sokoban-v0", "turngym/Sokoban-7x7-2-v0", "turngym/FrozenLake-v0"])
+def test_replaying_the_solution_succeeds_with_anchor_of_prior_state(env_id):
+    env = turngym.make(env_id)
+    obs, info = env.reset(seed=3)
+    task = env.unwrapped.task
+    anchors, total = [info["anchor"]], 0.0
+    for i, move in enumerate(task.answer):
+        obs, reward, terminated, truncated, info = env.step(f"<action>{move}</action>")
+        total += reward
+        assert info["action_valid"] and info["tool_calls"] == [{"name": "move", "arguments": {"direction": move}}]
+        assert terminated == (i == len(task.answer) - 1)
+        anchors.append(info["anchor"])
+    assert info["success"] is True and total >= 1.0
+    assert anchors[0] in obs or anchors[0] != anchors[-1]
+    assert len(set(anchors)) == len(anchors)  # a shortest solution never revisits a state
+
+
+def test_invalid_reply_keeps_state_and_is_reported():
+    env = turngym.make("turngym/Sokoban-v0")
+    obs, info = env.reset(seed=0)
+    board = info["anchor"]
+    obs, reward, term, trunc, info = env.step("I will push the box!")
+    assert info["action_valid"] is False and "Invalid action" in obs and board in obs
+    assert info["anchor"] == board and reward == 0.0 and not term
+
+
+def test_frozenlake_hole_ends_episode_without_success():
+    env = turngym.make("turngym/FrozenLake-v0")
+    task = next(t for t in load_suite("frozenlake-4x4") if "H" in "".join(t.metadata["map"]))
+    rows = task.metadata["map"]
+    env.reset(seed=0, options={"task": task})
+    # walk into the first hole next to a reachable cell, found by breadth-first search
+    from collections import deque
+
+    start = next((r, c) for r, row in enumerate(rows) for c, ch in enumerate(row) if ch == "S")
+    dirs = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
+    prev, queue, path = {start: None}, deque([start]), None
+    while queue and path is None:
+        pos = queue.popleft()
+        for name, (dr, dc) in dirs.items():
+            nxt = (pos[0] + dr, pos[1] + dc)
+            if not (0 <= nxt[0] < 4 and 0 <= nxt[1] < 4) or nxt in prev:
+                continue
+            prev[nxt] = (pos, name)
+            if rows[nxt[0]][nxt[1]] == "H":
+                path, cur = [], nxt
+                while prev[cur] is not None:
+                    cur, step = prev[cur]
+                    path.append(step)
+                path.reverse()
+                break
+            if rows[nxt[0]][nxt[1]] == "F":
+                queue.append(nxt)
+    assert path
+    for move in path:
+        obs, reward, term, trunc, info = env.step(move)
+    assert term and info["success"] is False and reward == 0.0 and "hole" in obs
+
+
+def test_turn_budget_truncates():
+    env = turngym.make("turngym/Sokoban-v0", max_turns=3)
+    env.reset(seed=0)
+    results = [env.step("nonsense") for _ in range(3)]
+    assert [r[3] for r in results] == [False, False, True]
+    assert results[-1][4]["success"] is False
+
+
+def test_seeded_reset_picks_the_same_task_and_split():
+    a, b = turngym.make("turngym/Sokoban-v0", split="test"), turngym.make("turngym/Sokoban-v0", split="test")
+    for seed in range(5):
+        assert a.reset(seed=seed) == b.reset(seed=seed)
+        assert a.unwrapped.task.split == "test"
+    _, info = a.reset(options={"task": "sokoban-6x6-1-train-0007"})
+    assert info["task_id"] == "sokoban-6x6-1-train-0007"

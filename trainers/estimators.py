@@ -1,0 +1,605 @@
+"""Advantage estimators: pure, vectorised functions from per-turn rewards to per-row advantages.
+
+This module is the one place to read how turngym credits turns. The formulas, defaults and
+worked examples are those of ``shared/ALGORITHMS.md``; each estimator's docstring cites the
+equation it implements.
+
+The contract
+------------
+``estimate(name, rewards, group_ids, traj_ids, steps, anchors=None, strata=None, **options)``
+returns one float64 advantage per **row**. A row is one turn (one policy call) of one
+trajectory; rows may come in any order.
+
+- ``rewards[i]``: the environment reward of row i's turn.
+- ``group_ids[i]``: the GRPO group (rollouts of the same task from the same initial state).
+- ``traj_ids[i]``: the trajectory. Trajectory keys are scoped by group: the pair
+  ``(group_id, traj_id)`` names a trajectory, so ids ``0..G-1`` may repeat across groups.
+- ``steps[i]``: the turn index inside its trajectory (only the order matters; unique per
+  trajectory).
+- ``anchors[i]``: the raw environment state before the action (``info["anchor"]``), used by
+  GiGPO; any value :func:`turngym.envs.core.canonical_anchor` accepts.
+- ``strata[i]``: the structural key of the trajectory so far (``info["stratum"]``), used by
+  Stratified GRPO; a trajectory's stratum is the one reported at its last turn.
+
+How multi-turn rows are treated
+-------------------------------
+The outcome estimators (``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp``, ``stratified``)
+are defined on one scalar per trajectory: the trajectory return ``R = sum_t r_t``. They compute
+their statistics over **trajectories** (one value per trajectory, whatever its number of turns)
+and broadcast the trajectory's advantage to each of its rows. ``flow_grpo`` (by default, as in
+the AgentFlow code) and ``gigpo``'s episode level (``episode_stats="step"``, as in the
+verl-agent code) instead compute the statistics over **turn rows**, so long trajectories weigh
+more; both have a flag for the paper's per-trajectory statistics. ``reinforce_pp`` whitens over
+valid tokens, so it takes ``token_counts`` (response tokens per row, default 1).
+
+Conventions: fp64 statistics, unbiased std (ddof=1), ``EPS = 1e-6`` added to the std.
+
+Adding an estimator
+-------------------
+Write ``def my_estimator(batch: RowBatch, *, option=default) -> np.ndarray`` returning one
+advantage per row, add one line ``register_estimator("my_name", my_estimator)`` (or decorate
+it with ``@register_estimator("my_name")``), and add its worked example to
+``tests/trainers/test_estimators.py``.
+
+Implementation notes: group-bys are ``np.unique(..., return_inverse=True)`` codes plus
+``np.bincount``; step returns use a blocked reverse scan (see :func:`discounted_returns`); no
+Python loop runs per row except the dict lookup that turns arbitrary hashable anchors into
+integer ids (skipped when anchors already are a numeric or string numpy array) and GiGPO's
+optional text-similarity clustering.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "EPS",
+    "ESTIMATORS",
+    "EstimatorError",
+    "RowBatch",
+    "discounted_returns",
+    "estimate",
+    "register_estimator",
+    "segment_mean_std",
+]
+
+EPS = 1e-6
+
+Estimator = Callable[..., np.ndarray]
+
+#: name -> estimator function ``fn(batch: RowBatch, **options) -> np.ndarray``.
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+class EstimatorError(ValueError):
+    """An estimator was asked for something it cannot do (unknown name, bad option, bad input)."""
+
+
+def register_estimator(name: str, fn: Estimator | None = None):
+    """Register ``fn`` under ``name``; usable as ``register_estimator(name, fn)`` or a decorator."""
+
+    def add(f: Estimator) -> Estimator:
+        if name in ESTIMATORS and ESTIMATORS[name] is not f:
+            raise EstimatorError(f"an estimator named {name!r} is already registered")
+        ESTIMATORS[name] = f
+        return f
+
+    return add(fn) if fn is not None else add
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _codes(keys: Any) -> tuple[np.ndarray, int]:
+    """Dense integer codes ``0..k-1`` for the values of ``keys`` (any order), and ``k``.
+
+    Numeric or string numpy arrays (and lists of numbers) are coded by ``np.unique``; anything
+    else (lists of strings, tuples, dicts, arrays) by canonical key, so that ``1`` and ``"1"``
+    stay distinct and a list of tuples is not mistaken for a 2-D array.
+    """
+    arr = keys if isinstance(keys, np.ndarray) else None
+    if arr is None and not isinstance(keys, (list, tuple)):
+        arr = np.asarray(keys)
+    if arr is None:
+        try:
+            arr = np.asarray(keys)
+        except ValueError:  # ragged nested lists
+            return _hashable_codes(keys)
+        if arr.dtype.kind not in "iufb":
+            return _hashable_codes(keys)
+    if arr.ndim != 1 or arr.dtype.kind not in "iufbUS":
+        return _hashable_codes(list(keys))
+    uniq, inverse = np.unique(arr, return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64, copy=False), len(uniq)
+
+
+def _hashable_codes(values: Sequence[Any]) -> tuple[np.ndarray, int]:
+    """Codes for arbitrary anchor-like values, by their canonical key (one dict lookup a row)."""
+    # Imported here so that `import turngym.trainers` does not pull in gymnasium.
+    from turngym.envs.core import canonical_anchor
+
+    table: dict[Any, int] = {}
+    codes = np.fromiter(
+        (table.setdefault(canonical_anchor(v), len(table)) for v in values),
+        dtype=np.int64,
+        count=len(values),
+    )
+    return codes, len(table)
+
+
+def _pair_codes(a: np.ndarray, b: np.ndarray, nb: int) -> tuple[np.ndarray, int]:
+    """Dense codes of the pairs ``(a[i], b[i])`` given codes ``a`` and ``b`` (``b < nb``)."""
+    return _codes(a * np.int64(nb) + b)
+
+
+@dataclass(frozen=True, eq=False)
+class RowBatch:
+    """The validated inputs of an estimator; derived group-bys are computed once, on demand.
+
+    ``group``/``traj``/``anchor`` are dense integer codes; ``traj`` codes are scoped by group.
+    """
+
+    rewards: np.ndarray
+    group: np.ndarray
+    n_groups: int
+    traj: np.ndarray
+    n_trajs: int
+    steps: np.ndarray
+    anchors: Sequence[Any] | np.ndarray | None = None
+    strata: Sequence[Any] | np.ndarray | None = None
+
+    @classmethod
+    def build(
+        cls,
+        rewards: Any,
+        group_ids: Any,
+        traj_ids: Any,
+        steps: Any,
+        anchors: Any = None,
+        strata: Any = None,
+    ) -> RowBatch:
+        rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
+        n = len(rewards)
+        group, n_groups = _codes(group_ids)
+        raw_traj, n_raw = _codes(traj_ids)
+        steps = np.asarray(steps).reshape(-1)
+        for name, arr in (("group_ids", group), ("traj_ids", raw_traj), ("steps", steps)):
+            if len(arr) != n:
+                raise EstimatorError(f"{name} has {len(arr)} entries but rewards has {n}")
+        for name, seq in (("anchors", anchors), ("strata", strata)):
+            if seq is not None and len(seq) != n:
+                raise EstimatorError(f"{name} has {len(seq)} entries but rewards has {n}")
+        if not np.all(np.isfinite(rewards)):
+            raise EstimatorError("rewards must be finite numbers")
+        traj, n_trajs = _pair_codes(group, raw_traj, n_raw)
+        return cls(rewards, group, n_groups, traj, n_trajs, steps, anchors, strata)
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+    @cached_property
+    def order(self) -> np.ndarray:
+        """Row indices sorted by (trajectory, step); validates that steps are unique."""
+        order = np.lexsort((self.steps, self.traj))
+        t, s = self.traj[order], self.steps[order]
+        dup = (t[1:] == t[:-1]) & (s[1:] == s[:-1])
+        if dup.any():
+            raise EstimatorError("two rows of the same trajectory have the same step index")
+        return order
+
+    @cached_property
+    def traj_returns(self) -> np.ndarray:
+        """R(tau) = sum_t r_t, one value per trajectory code."""
+        return np.bincount(self.traj, self.rewards, minlength=self.n_trajs)
+
+    @cached_property
+    def traj_group(self) -> np.ndarray:
+        """The group code of each trajectory code."""
+        out = np.empty(self.n_trajs, dtype=np.int64)
+        out[self.traj] = self.group
+        return out
+
+    @cached_property
+    def last_row_of_traj(self) -> np.ndarray:
+        """For each trajectory code, the row index of its last turn (highest step)."""
+        order = self.order
+        t = self.traj[order]
+        is_last = np.ones(len(order), dtype=bool)
+        is_last[:-1] = t[1:] != t[:-1]
+        out = np.empty(self.n_trajs, dtype=np.int64)
+        out[t[is_last]] = order[is_last]
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Shared vectorised pieces
+# --------------------------------------------------------------------------------------------
+
+
+def segment_mean_std(
+    values: np.ndarray, codes: np.ndarray, n_segments: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-segment count, mean and unbiased std (NaN for segments of one) of ``values``."""
+    count = np.bincount(codes, minlength=n_segments).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(codes, values, minlength=n_segments) / count
+        dev = values - mean[codes]  # two-pass: no cancellation for large means
+        var = np.bincount(codes, dev * dev, minlength=n_segments) / (count - 1.0)
+    return count, mean, np.sqrt(var)
+
+
+def _group_normalize(
+    values: np.ndarray,
+    codes: np.ndarray,
+    n_segments: int,
+    *,
+    use_std: bool,
+    singleton: Literal["identity", "zero"],
+) -> np.ndarray:
+    """(x - mean_g) / (std_g + EPS), or x - mean_g without std, per segment g.
+
+    ``singleton``: a segment of one member gets mean 0, std 1 (``"identity"``: A = x, the
+    verl/verl-agent convention) or advantage 0 (``"zero"``).
+    """
+    count, mean, std = segment_mean_std(values, codes, n_segments)
+    single = count[codes] == 1
+    centred = values - np.where(single, 0.0, mean[codes])
+    if use_std:
+        centred = centred / np.where(single, 1.0, std[codes] + EPS)
+    if singleton == "zero":
+        centred = np.where(single, 0.0, centred)
+    return centred
+
+
+# The block length of the scan is capped so that gamma**-(K-1) stays far from overflow and the
+# padded (blocks x K) matrix stays small.
+_MAX_BLOCK = 64
+_MAX_SCALE_LOG = math.log(1e100)
+
+
+def discounted_returns(
+    rewards: np.ndarray, segment: np.ndarray, position: np.ndarray, gamma: float
+) -> np.ndarray:
+    """R_t = sum_{k>=t} gamma^(k-t) r_k within each segment (ALGORITHMS.md, GiGPO step 3).
+
+    Inputs are sorted by (segment, position) and ``position`` is 0..L-1 inside each segment.
+    Fully vectorised and stable for segments of any length: positions are cut into blocks of
+    K; inside a block, ``gamma^-q * revcumsum(gamma^q r)`` with the block-relative exponent
+    q < K (so gamma^-q never overflows, and the reverse cumsum never subtracts); the blocks are
+    then chained by the same recurrence one level up, ``C_b = S_b + gamma^K C_{b+1}``, solved
+    recursively with discount gamma^K (depth log_K(L)).
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if not 0.0 <= gamma <= 1.0:
+        raise EstimatorError(f"gamma must be in [0, 1], got {gamma}")
+    n = len(rewards)
+    if n == 0 or gamma == 0.0:
+        return rewards.copy()
+    max_len = int(position.max()) + 1
+    if max_len == 1:
+        return rewards.copy()
+    k_gamma = _MAX_BLOCK if gamma == 1.0 else int(_MAX_SCALE_LOG / -math.log(gamma)) + 1
+    block_len = max(2, min(_MAX_BLOCK, k_gamma, max_len))
+
+    local = position % block_len
+    block_in_seg = position // block_len
+    # Blocks are consecutive in the sorted order: a new block starts where local == 0.
+    block = np.cumsum(local == 0) - 1
+    n_blocks = int(block[-1]) + 1
+    scale = gamma ** np.arange(block_len, dtype=np.float64)  # gamma^q, q < K
+    mat = np.zeros((n_blocks, block_len))
+    mat[block, local] = rewards * scale[local]
+    suffix = np.cumsum(mat[:, ::-1], axis=1)[:, ::-1]  # sum_{k>=q in block} gamma^k r_k
+    within = suffix[block, local] / scale[local]  # return from t to the end of its block
+
+    if block_in_seg.max() == 0:
+        return within  # every segment fits in one block: nothing to chain
+    block_sums = suffix[:, 0]  # S_b: the block's discounted sum from its first position
+    first = local == 0
+    block_segment = segment[first]
+    chained = discounted_returns(block_sums, block_segment, block_in_seg[first], gamma**block_len)
+    # Return from the start of the next block of the same segment (0 if the segment ends).
+    next_start = np.zeros(n_blocks)
+    same_next = block_segment[1:] == block_segment[:-1]
+    next_start[:-1] = np.where(same_next, chained[1:], 0.0)
+    return within + gamma ** (block_len - local).astype(np.float64) * next_start[block]
+
+
+# --------------------------------------------------------------------------------------------
+# Outcome estimators (ALGORITHMS.md section 2): statistics over trajectories
+# --------------------------------------------------------------------------------------------
+
+
+@register_estimator("grpo")
+def grpo(batch: RowBatch, *, singleton_as_reward: bool = True) -> np.ndarray:
+    """GRPO (DeepSeekMath Eq. 3 outcome supervision): A_i = (R_i - mean(R)) / (std(R) + EPS).
+
+    Statistics over the trajectories of a group. ``singleton_as_reward``: a group of one
+    trajectory uses mean 0, std 1 (A = R, the verl convention); off: A = 0.
+    """
+    adv = _group_normalize(
+        batch.traj_returns,
+        batch.traj_group,
+        batch.n_groups,
+        use_std=True,
+        singleton="identity" if singleton_as_reward else "zero",
+    )
+    return adv[batch.traj]
+
+
+@register_estimator("dr_grpo")
+def dr_grpo(batch: RowBatch) -> np.ndarray:
+    """Dr. GRPO (2503.20783 Eq. 4): A_i = R_i - mean(R), no std division; singleton: A = R."""
+    adv = _group_normalize(
+        batch.traj_returns, batch.traj_group, batch.n_groups, use_std=False, singleton="identity"
+    )
+    return adv[batch.traj]
+
+
+@register_estimator("rloo")
+def rloo(batch: RowBatch) -> np.ndarray:
+    """RLOO (2402.14740): A_i = R_i - 1/(G-1) sum_{j!=i} R_j; singleton: A = R."""
+    returns, tg = batch.traj_returns, batch.traj_group
+    count = np.bincount(tg, minlength=batch.n_groups).astype(np.float64)[tg]
+    total = np.bincount(tg, returns, minlength=batch.n_groups)[tg]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        leave_one_out = (total - returns) / (count - 1.0)
+    adv = np.where(count > 1, returns - leave_one_out, returns)
+    return adv[batch.traj]
+
+
+@register_estimator("reinforce_pp")
+def reinforce_pp(batch: RowBatch, *, token_counts: Any = None) -> np.ndarray:
+    """REINFORCE++-baseline (2501.03262): A' = R_i - mean_group(R), then whitened over tokens.
+
+    A' is broadcast to every valid response token; the whitening ``(A' - mu)/sqrt(var + 1e-8)``
+    (unbiased var) runs over all valid tokens of the batch, so a row with ``token_counts[i]``
+    tokens weighs that many times. A group of one trajectory uses mean 0.
+    """
+    a_prime = _group_normalize(
+        batch.traj_returns, batch.traj_group, batch.n_groups, use_std=False, singleton="identity"
+    )[batch.traj]
+    weights = (
+        np.ones(len(batch))
+        if token_counts is None
+        else np.asarray(token_counts, dtype=np.float64).reshape(-1)
+    )
+    if len(weights) != len(batch):
+        raise EstimatorError(f"token_counts has {len(weights)} entries but there are {len(batch)} rows")
+    if np.any(weights < 0):
+        raise EstimatorError("token_counts must be >= 0")
+    n_tokens = weights.sum()
+    if n_tokens < 2:
+        raise EstimatorError("REINFORCE++ whitening needs at least 2 valid tokens in the batch")
+    mu = np.dot(weights, a_prime) / n_tokens
+    var = np.dot(weights, (a_prime - mu) ** 2) / (n_tokens - 1.0)
+    return (a_prime - mu) / np.sqrt(var + 1e-8)
+
+
+# --------------------------------------------------------------------------------------------
+# Flow-GRPO (ALGORITHMS.md section 4)
+# --------------------------------------------------------------------------------------------
+
+
+@register_estimator("flow_grpo")
+def flow_grpo(
+    batch: RowBatch, *, paper_statistics: bool = False, singleton_as_reward: bool = True
+) -> np.ndarray:
+    """Flow-GRPO (AgentFlow 2510.05592): the trajectory outcome broadcast to every turn.
+
+    Default (authors' code): GRPO statistics over the group's **turn rows**, each row carrying
+    its trajectory's return, so a trajectory weighs by its turn count. ``paper_statistics``:
+    the paper's A_i^t = (R_i - mean_j R_j)/std_j R_j over the G trajectories (same as ``grpo``).
+    """
+    singleton = "identity" if singleton_as_reward else "zero"
+    if paper_statistics:
+        return grpo(batch, singleton_as_reward=singleton_as_reward)
+    row_returns = batch.traj_returns[batch.traj]
+    return _group_normalize(row_returns, batch.group, batch.n_groups, use_std=True, singleton=singleton)
+
+
+# --------------------------------------------------------------------------------------------
+# Stratified GRPO (ALGORITHMS.md section 5)
+# --------------------------------------------------------------------------------------------
+
+
+@register_estimator("stratified")
+def stratified(
+    batch: RowBatch, *, alpha: float = 0.8, singleton_as_reward: bool = True
+) -> np.ndarray:
+    """Stratified GRPO (2510.06214, SAN): A = alpha*A_SAN + (1-alpha)*A_GN, per trajectory.
+
+    A_GN = (R_i - mean_group)/(std_group + EPS) (GRPO, same singleton rule); A_SAN =
+    (R_i - mean_stratum)/(std_stratum + EPS) within (group, stratum); strata of one trajectory,
+    or whose rewards are all equal, get A_SAN = 0. A trajectory's stratum is the one of its
+    last turn. Broadcast to all turns.
+    """
+    if batch.strata is None:
+        raise EstimatorError("the stratified estimator needs strata (info['stratum'] per row)")
+    if not 0.0 <= alpha <= 1.0:
+        raise EstimatorError(f"alpha must be in [0, 1], got {alpha}")
+    returns, tg = batch.traj_returns, batch.traj_group
+    a_gn = _group_normalize(
+        returns, tg, batch.n_groups, use_std=True,
+        singleton="identity" if singleton_as_reward else "zero",
+    )
+    last = batch.last_row_of_traj
+    strata = batch.strata
+    if isinstance(strata, np.ndarray) and strata.ndim == 1 and strata.dtype.kind in "iufbUS":
+        stratum, n_strata = _codes(strata[last])
+    else:  # one lookup per trajectory, not per row
+        stratum, n_strata = _hashable_codes([strata[i] for i in last])
+    cell, n_cells = _pair_codes(tg, stratum, n_strata)
+    # Equal rewards give (R - mean) = 0 exactly, hence A_SAN = 0 / (0 + EPS) = 0.
+    a_san = _group_normalize(returns, cell, n_cells, use_std=True, singleton="zero")
+    return (alpha * a_san + (1.0 - alpha) * a_gn)[batch.traj]
+
+
+# --------------------------------------------------------------------------------------------
+# GiGPO (ALGORITHMS.md section 3)
+# --------------------------------------------------------------------------------------------
+
+
+def _similarity_anchor_codes(
+    anchors: Sequence[Any], group: np.ndarray, threshold: float
+) -> tuple[np.ndarray, int]:
+    """Greedy text clustering inside each group: a row joins the first cluster whose first
+    member has ``SequenceMatcher(None, a, b).ratio() >= threshold``, else founds a new one.
+
+    O(unique anchors x clusters) ratio calls per group. Identical strings always land in the
+    same cluster, so only the distinct anchors of a group (in first-occurrence order) are
+    compared — equivalent to the row-order greedy rule.
+    """
+    codes = np.empty(len(anchors), dtype=np.int64)
+    order = np.argsort(group, kind="stable")
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    n_clusters = 0
+    for rows in np.split(order, bounds):  # one iteration per group
+        heads: list[str] = []
+        head_ids: list[int] = []
+        seen: dict[str, int] = {}
+        for row in rows:
+            text = str(anchors[row])
+            cluster = seen.get(text)
+            if cluster is None:
+                for head, cid in zip(heads, head_ids):
+                    if difflib.SequenceMatcher(None, text, head).ratio() >= threshold:
+                        cluster = cid
+                        break
+                else:
+                    cluster = n_clusters
+                    n_clusters += 1
+                    heads.append(text)
+                    head_ids.append(cluster)
+                seen[text] = cluster
+            codes[row] = cluster
+    return codes, n_clusters
+
+
+@register_estimator("gigpo")
+def gigpo(
+    batch: RowBatch,
+    *,
+    mode: Literal["mean_norm", "mean_std_norm"] = "mean_norm",
+    gamma: float = 0.95,
+    omega: float = 1.0,
+    episode_stats: Literal["step", "trajectory"] = "step",
+    similarity: bool = False,
+    similarity_thresh: float = 0.95,
+    invalid_penalty: float = 0.0,
+    action_valid: Any = None,
+) -> np.ndarray:
+    """GiGPO (2505.10978): A = A^E + omega * A^S.
+
+    Episode level (Eq. 3): A^E = (R(tau) - mean)/(std + EPS) within the group, or R - mean in
+    ``mean_norm`` mode. ``episode_stats="step"`` (verl-agent code, default): statistics over all
+    step rows of the group; ``"trajectory"`` (paper): one value per trajectory. Group of one
+    row (or trajectory): mean 0, std 1.
+
+    Step level (Eq. 6-8): anchor groups = rows of the same group_id with equal canonical
+    anchors (any timestep, any trajectory); R_t = sum_{k>=t} gamma^(k-t) r_k; A^S =
+    (R_t - mean_stepgroup)/(std_stepgroup + EPS) (or mean only); singleton step group: 0.
+    ``similarity``: text anchors clustered greedily by ``difflib`` ratio >= ``similarity_thresh``.
+
+    Invalid-action penalty (verl-agent): for rows with ``action_valid[i] == False``,
+    ``invalid_penalty`` is subtracted from that row's episode score and its step return only
+    (not discounted into earlier turns). With ``episode_stats="trajectory"`` the mean/std are
+    those of the unpenalised trajectory returns and each row's penalised score is normalised by
+    them.
+    """
+    if mode not in ("mean_norm", "mean_std_norm"):
+        raise EstimatorError(f"GiGPO mode must be 'mean_norm' or 'mean_std_norm', got {mode!r}")
+    if episode_stats not in ("step", "trajectory"):
+        raise EstimatorError(f"episode_stats must be 'step' or 'trajectory', got {episode_stats!r}")
+    if batch.anchors is None:
+        raise EstimatorError("the gigpo estimator needs anchors (info['anchor'] per row)")
+    use_std = mode == "mean_std_norm"
+    n = len(batch)
+
+    penalty = np.zeros(n)
+    if invalid_penalty:
+        if action_valid is None:
+            raise EstimatorError("invalid_penalty needs action_valid (one bool per row)")
+        valid = np.asarray(action_valid, dtype=bool).reshape(-1)
+        if len(valid) != n:
+            raise EstimatorError(f"action_valid has {len(valid)} entries but there are {n} rows")
+        penalty = invalid_penalty * (~valid)
+
+    # Episode (macro) advantage.
+    if episode_stats == "step":
+        scores = batch.traj_returns[batch.traj] - penalty
+        a_episode = _group_normalize(scores, batch.group, batch.n_groups, use_std=use_std, singleton="identity")
+    else:
+        count, mean, std = segment_mean_std(batch.traj_returns, batch.traj_group, batch.n_groups)
+        single = count == 1
+        mean = np.where(single, 0.0, mean)
+        std = np.where(single, 1.0, std + EPS)
+        scores = batch.traj_returns[batch.traj] - penalty
+        a_episode = scores - mean[batch.group]
+        if use_std:
+            a_episode = a_episode / std[batch.group]
+
+    # Step (micro) advantage: discounted returns over (traj, step)-sorted rows.
+    order = batch.order
+    traj_sorted = batch.traj[order]
+    starts = np.flatnonzero(np.r_[True, traj_sorted[1:] != traj_sorted[:-1]])
+    run_lengths = np.diff(np.r_[starts, n])
+    position = np.arange(n) - np.repeat(starts, run_lengths)
+    step_returns = np.empty(n)
+    step_returns[order] = discounted_returns(batch.rewards[order], traj_sorted, position, gamma)
+    step_returns -= penalty
+
+    if similarity:
+        anchor, n_anchor = _similarity_anchor_codes(batch.anchors, batch.group, similarity_thresh)
+    else:
+        anchor, n_anchor = _codes(batch.anchors)
+    step_group, n_step_groups = _pair_codes(batch.group, anchor, n_anchor)
+    a_step = _group_normalize(step_returns, step_group, n_step_groups, use_std=use_std, singleton="zero")
+    return a_episode + omega * a_step
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def estimate(
+    name: str,
+    rewards: Any,
+    group_ids: Any,
+    traj_ids: Any,
+    steps: Any,
+    anchors: Any = None,
+    strata: Any = None,
+    **options: Any,
+) -> np.ndarray:
+    """One advantage per row from the estimator registered as ``name`` (see module docstring).
+
+    ``options`` are the estimator's keyword options (e.g. ``mode="mean_std_norm"`` for GiGPO,
+    ``alpha=0.5`` for ``stratified``, ``token_counts=[...]`` for ``reinforce_pp``).
+    """
+    fn = ESTIMATORS.get(name)
+    if fn is None:
+        close = difflib.get_close_matches(name, ESTIMATORS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise EstimatorError(
+            f"unknown estimator {name!r}{hint} (known: {', '.join(sorted(ESTIMATORS))})"
+        )
+    batch = RowBatch.build(rewards, group_ids, traj_ids, steps, anchors, strata)
+    if len(batch) == 0:
+        return np.zeros(0)
+    try:
+        return fn(batch, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise EstimatorError(f"estimator {name!r}: {exc}") from None
+        raise
