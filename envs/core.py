@@ -44,6 +44,7 @@ What a subclass provides
   terminated, info)``; the base class counts turns, truncates at ``max_turns`` and fills
   ``task_id`` and ``action_valid``.
 - ``example_actions()``: a few well-formed replies (used by the conformance checker).
+- ``expert_reply()`` (optional): what a solver would reply now (demonstrations, baselines).
 """
 
 from __future__ import annotations
@@ -212,3 +213,12 @@ class TurnEnv(gym.Env[str, str]):
     def example_actions(self) -> list[str]:
         """A few well-formed replies for this environment (used by ``turngym check``)."""
         return []
+
+    def expert_reply(self) -> str | None:
+        """A reply a solver would give in the current state, or None when there is no solver.
+
+        Optional. Environments with a solver (the grid puzzles) implement it; it supplies the
+        demonstrations for a supervised warm start (``turngym sft``) and the ``scripted:expert``
+        policy of ``turngym eval``. It must not change the environment's state.
+        """
+        return None

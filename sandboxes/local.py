@@ -80,6 +80,16 @@ def bwrap_available() -> bool:
         return False
 
 
+@lru_cache(maxsize=1)
+def _no_nested_userns() -> tuple[str, ...]:
+    """bwrap >= 0.8 can forbid user namespaces inside (no `unshare -r` root inside)."""
+    try:
+        text = subprocess.run(["bwrap", "--help"], capture_output=True, text=True).stdout
+    except OSError:
+        return ()
+    return ("--unshare-user", "--disable-userns") if "--disable-userns" in text else ()
+
+
 def _merged_usr_args() -> list[str]:
     args = []
     for name in ("bin", "sbin", "lib", "lib32", "lib64"):
@@ -89,6 +99,24 @@ def _merged_usr_args() -> list[str]:
         elif os.path.isdir(host):
             args += ["--ro-bind", host, host]
     return args
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        kids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                            kids.append(int(entry))
+                except (OSError, ValueError, IndexError):
+                    continue
+        return kids
 
 
 def _drop_kwargs() -> dict:
@@ -132,14 +160,15 @@ class LocalSandbox(Sandbox):
             env["HOME"] = self._workdir
             return argv, self._workdir, env
         tmp_bytes = str(self.limits.workdir_mb * 1024 * 1024)
-        args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+        args = ["bwrap", "--unshare-all", *_no_nested_userns(), "--die-with-parent", "--new-session",
                 "--hostname", "sandbox", "--cap-drop", "ALL",
                 "--ro-bind", "/usr", "/usr", *_merged_usr_args()]
         for name in _ETC_FILES:
             args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         args += ["--proc", "/proc", "--dev", "/dev",
                  "--size", tmp_bytes, "--tmpfs", "/tmp",
-                 "--bind", self._workdir, WORKDIR, "--chdir", WORKDIR, "--clearenv"]
+                 "--bind", self._workdir, WORKDIR, "--remount-ro", "/",
+                 "--chdir", WORKDIR, "--clearenv"]
         for key, value in env.items():
             args += ["--setenv", key, value]
         return [*args, "--", *argv], None, {}
@@ -177,7 +206,7 @@ class LocalSandbox(Sandbox):
             code = proc.wait(timeout=max(0.0, start + timeout - time.monotonic()) + 5)
         except subprocess.TimeoutExpired:
             self._kill(proc)
-            code = proc.wait()
+            code = proc.returncode
         self._kill_stragglers(proc)
         exit_code = None if (timed_out or flooded) else (128 - code if code < 0 else code)
         oom = exit_code not in (0, None) and bool(_OOM_TEXT.search(err_buf.getvalue()[-4096:]))
@@ -234,13 +263,34 @@ class LocalSandbox(Sandbox):
                     pipe.close()
 
     def _kill(self, proc: subprocess.Popen) -> None:
+        """Kill the whole tree and return when it is gone.
+
+        With bubblewrap, SIGKILL goes to bwrap's child, the init of the sandbox's pid
+        namespace: the kernel then kills every process in the namespace, and that init (and
+        so the outer bwrap we wait for) exits only after all of them are gone.
+        """
+        if self.isolation == "bwrap":
+            for pid in _children(proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.wait(timeout=5)
+                return
+            except subprocess.TimeoutExpired:
+                pass
         try:
-            os.killpg(proc.pid, signal.SIGKILL)  # bwrap leads the group; its pid ns dies with it
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        proc.wait()
 
     def _kill_stragglers(self, proc: subprocess.Popen) -> None:
-        self._kill(proc)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         if self.isolation == "rlimits" and self._drop:
             # No pid namespace: children that called setsid left the group. As root we can
             # kill every process of the sandbox uid from a helper running as that uid.

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
-
 from turngym.tools.base import ToolCall
 
 __all__ = [

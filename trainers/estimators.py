@@ -102,37 +102,81 @@ def register_estimator(name: str, fn: Estimator | None = None):
 def _codes(keys: Any) -> tuple[np.ndarray, int]:
     """Dense integer codes ``0..k-1`` for the values of ``keys`` (any order), and ``k``.
 
-    Numeric or string numpy arrays (and lists of numbers) are coded by ``np.unique``; anything
-    else (lists of strings, tuples, dicts, arrays) by canonical key, so that ``1`` and ``"1"``
-    stay distinct and a list of tuples is not mistaken for a 2-D array.
+    1-D numeric or string numpy arrays, and lists of plain numbers, are coded by value
+    (integers through an O(n) lookup table, others by ``np.unique``). Anything else — lists of
+    strings, tuples, dicts, arrays, mixed types, 2-D arrays (one anchor per row) — is coded by
+    :func:`turngym.envs.core.canonical_anchor` key, so ``1`` and ``"1"`` stay distinct and a
+    list of pairs is not mistaken for a 2-D array.
     """
-    arr = keys if isinstance(keys, np.ndarray) else None
-    if arr is None and not isinstance(keys, (list, tuple)):
-        arr = np.asarray(keys)
-    if arr is None:
+    if isinstance(keys, np.ndarray):
+        arr = keys
+    else:
         try:
             arr = np.asarray(keys)
         except ValueError:  # ragged nested lists
-            return _hashable_codes(keys)
-        if arr.dtype.kind not in "iufb":
-            return _hashable_codes(keys)
+            return _hashable_codes(list(keys))
+        if arr.dtype.kind not in "iufb":  # e.g. a list mixing 1 and "1" became strings
+            return _hashable_codes(list(keys))
     if arr.ndim != 1 or arr.dtype.kind not in "iufbUS":
         return _hashable_codes(list(keys))
+    if arr.dtype.kind in "iub" and len(arr):
+        return _dense_int_codes(arr.astype(np.int64, copy=False))
     uniq, inverse = np.unique(arr, return_inverse=True)
     return inverse.reshape(-1).astype(np.int64, copy=False), len(uniq)
 
 
+def _dense_int_codes(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """Codes of integers in sorted-value order, like ``np.unique``; O(n) through a lookup table
+    when the value range is at most a few times the length, a sort otherwise."""
+    lo, hi = int(arr.min()), int(arr.max())
+    if hi - lo > 4 * len(arr) + 4096:
+        uniq, inverse = np.unique(arr, return_inverse=True)
+        return inverse.reshape(-1).astype(np.int64, copy=False), len(uniq)
+    present = np.zeros(hi - lo + 1, dtype=bool)
+    present[arr - lo] = True
+    table = np.cumsum(present) - 1
+    return table[arr - lo], int(table[-1]) + 1
+
+
+def _stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """Stable argsort of non-negative int64 keys: LSD radix passes over 16-bit digits (numpy's
+    stable sort is a radix sort for 16-bit types, O(n)); a comparison sort for keys >= 2^48."""
+    top = int(keys.max()) if len(keys) else 0
+    if top >= 1 << 48:
+        return np.argsort(keys, kind="stable")
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    shift = 16
+    while top >> shift:
+        digit = ((keys[order] >> shift) & 0xFFFF).astype(np.uint16)
+        order = order[np.argsort(digit, kind="stable")]
+        shift += 16
+    return order
+
+
 def _hashable_codes(values: Sequence[Any]) -> tuple[np.ndarray, int]:
-    """Codes for arbitrary anchor-like values, by their canonical key (one dict lookup a row)."""
+    """Codes for arbitrary anchor-like values, by their canonical key.
+
+    Anchors recur, so when every value is hashable the distinct raw values are collected at C
+    speed (``dict.fromkeys``) and only those are canonicalised; values that are equal as dict
+    keys have equal canonical keys, so this groups exactly like canonicalising every row.
+    Unhashable values (lists, dicts, arrays) are canonicalised row by row.
+    """
     # Imported here so that `import turngym.trainers` does not pull in gymnasium.
     from turngym.envs.core import canonical_anchor
 
     table: dict[Any, int] = {}
-    codes = np.fromiter(
-        (table.setdefault(canonical_anchor(v), len(table)) for v in values),
-        dtype=np.int64,
-        count=len(values),
-    )
+    try:
+        distinct = dict.fromkeys(values)
+    except TypeError:
+        codes = np.fromiter(
+            (table.setdefault(canonical_anchor(v), len(table)) for v in values),
+            dtype=np.int64,
+            count=len(values),
+        )
+        return codes, len(table)
+    for raw in distinct:
+        distinct[raw] = table.setdefault(canonical_anchor(raw), len(table))
+    codes = np.fromiter(map(distinct.__getitem__, values), dtype=np.int64, count=len(values))
     return codes, len(table)
 
 
@@ -187,14 +231,51 @@ class RowBatch:
         return len(self.rewards)
 
     @cached_property
-    def order(self) -> np.ndarray:
-        """Row indices sorted by (trajectory, step); validates that steps are unique."""
-        order = np.lexsort((self.steps, self.traj))
-        t, s = self.traj[order], self.steps[order]
-        dup = (t[1:] == t[:-1]) & (s[1:] == s[:-1])
+    def traj_lengths(self) -> np.ndarray:
+        """Number of turn rows of each trajectory code."""
+        return np.bincount(self.traj, minlength=self.n_trajs)
+
+    @cached_property
+    def positions(self) -> np.ndarray:
+        """Each row's turn position 0..L-1 inside its trajectory (the rank of its step).
+
+        Validates that steps are unique within a trajectory. No sort when each trajectory's
+        steps are consecutive integers (the usual case); a radix sort by (trajectory, step)
+        otherwise.
+        """
+        steps = self.steps
+        if steps.dtype.kind in "iu":
+            steps = steps.astype(np.int64, copy=False)
+            first = np.full(self.n_trajs, np.iinfo(np.int64).max)
+            last = np.full(self.n_trajs, np.iinfo(np.int64).min)
+            np.minimum.at(first, self.traj, steps)
+            np.maximum.at(last, self.traj, steps)
+            if np.array_equal(last - first + 1, self.traj_lengths):
+                position = steps - first[self.traj]
+                # Consecutive span and as many rows as steps: unique iff every slot is hit once.
+                offset = np.cumsum(self.traj_lengths) - self.traj_lengths
+                if np.bincount(offset[self.traj] + position, minlength=len(steps)).max() > 1:
+                    raise EstimatorError("two rows of the same trajectory have the same step index")
+                return position
+        return self._sorted_positions()
+
+    def _sorted_positions(self) -> np.ndarray:
+        step_code, n_steps = _codes(self.steps)  # dense ranks keep the step order
+        if self.n_trajs * n_steps < 1 << 62:
+            key = self.traj * np.int64(n_steps) + step_code
+            order = _stable_argsort(key)
+            sorted_key = key[order]
+            dup = sorted_key[1:] == sorted_key[:-1]
+        else:
+            order = np.lexsort((step_code, self.traj))
+            t, s = self.traj[order], step_code[order]
+            dup = (t[1:] == t[:-1]) & (s[1:] == s[:-1])
         if dup.any():
             raise EstimatorError("two rows of the same trajectory have the same step index")
-        return order
+        offset = np.cumsum(self.traj_lengths) - self.traj_lengths
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order)) - offset[self.traj[order]]
+        return position
 
     @cached_property
     def traj_returns(self) -> np.ndarray:
@@ -211,12 +292,9 @@ class RowBatch:
     @cached_property
     def last_row_of_traj(self) -> np.ndarray:
         """For each trajectory code, the row index of its last turn (highest step)."""
-        order = self.order
-        t = self.traj[order]
-        is_last = np.ones(len(order), dtype=bool)
-        is_last[:-1] = t[1:] != t[:-1]
+        is_last = self.positions == self.traj_lengths[self.traj] - 1
         out = np.empty(self.n_trajs, dtype=np.int64)
-        out[t[is_last]] = order[is_last]
+        out[self.traj[is_last]] = np.flatnonzero(is_last)
         return out
 
 
@@ -226,12 +304,14 @@ class RowBatch:
 
 
 def segment_mean_std(
-    values: np.ndarray, codes: np.ndarray, n_segments: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    values: np.ndarray, codes: np.ndarray, n_segments: int, *, with_std: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per-segment count, mean and unbiased std (NaN for segments of one) of ``values``."""
     count = np.bincount(codes, minlength=n_segments).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.bincount(codes, values, minlength=n_segments) / count
+        if not with_std:
+            return count, mean, None
         dev = values - mean[codes]  # two-pass: no cancellation for large means
         var = np.bincount(codes, dev * dev, minlength=n_segments) / (count - 1.0)
     return count, mean, np.sqrt(var)
@@ -250,18 +330,20 @@ def _group_normalize(
     ``singleton``: a segment of one member gets mean 0, std 1 (``"identity"``: A = x, the
     verl/verl-agent convention) or advantage 0 (``"zero"``).
     """
-    count, mean, std = segment_mean_std(values, codes, n_segments)
-    single = count[codes] == 1
-    centred = values - np.where(single, 0.0, mean[codes])
+    count, mean, std = segment_mean_std(values, codes, n_segments, with_std=use_std)
+    single = count == 1
+    if singleton == "identity":
+        mean = np.where(single, 0.0, mean)
+    centred = values - mean[codes]
     if use_std:
-        centred = centred / np.where(single, 1.0, std[codes] + EPS)
-    if singleton == "zero":
-        centred = np.where(single, 0.0, centred)
+        centred /= np.where(single, 1.0, std + EPS)[codes]
+    if singleton == "zero" and single.any():
+        centred[single[codes]] = 0.0
     return centred
 
 
-# The block length of the scan is capped so that gamma**-(K-1) stays far from overflow and the
-# padded (blocks x K) matrix stays small.
+# The block length K of the scan is capped so that gamma^(K-1) stays far from underflow (and
+# gamma^-(K-1) from overflow) and the padded (K x blocks) matrix stays small.
 _MAX_BLOCK = 64
 _MAX_SCALE_LOG = math.log(1e100)
 
@@ -271,12 +353,14 @@ def discounted_returns(
 ) -> np.ndarray:
     """R_t = sum_{k>=t} gamma^(k-t) r_k within each segment (ALGORITHMS.md, GiGPO step 3).
 
-    Inputs are sorted by (segment, position) and ``position`` is 0..L-1 inside each segment.
-    Fully vectorised and stable for segments of any length: positions are cut into blocks of
-    K; inside a block, ``gamma^-q * revcumsum(gamma^q r)`` with the block-relative exponent
-    q < K (so gamma^-q never overflows, and the reverse cumsum never subtracts); the blocks are
-    then chained by the same recurrence one level up, ``C_b = S_b + gamma^K C_{b+1}``, solved
-    recursively with discount gamma^K (depth log_K(L)).
+    Rows in any order; ``segment`` are integer codes and ``position`` the turn index 0..L-1
+    inside the segment, each (segment, position) pair at most once (a missing position counts
+    as reward 0). Fully vectorised and stable for segments of any length: positions are cut
+    into blocks of K and scattered into a (K, blocks) matrix; inside a block the return is
+    ``gamma^-q * revcumsum(gamma^q r)`` with the block-relative exponent q < K (so gamma^-q
+    never overflows, and the reverse cumsum never subtracts); blocks are then chained by the
+    same recurrence one level up, ``C_b = S_b + gamma^K C_{b+1}``, solved recursively with
+    discount gamma^K (depth log_K(L)).
     """
     rewards = np.asarray(rewards, dtype=np.float64)
     if not 0.0 <= gamma <= 1.0:
@@ -284,33 +368,43 @@ def discounted_returns(
     n = len(rewards)
     if n == 0 or gamma == 0.0:
         return rewards.copy()
-    max_len = int(position.max()) + 1
+    segment = np.asarray(segment, dtype=np.int64)
+    position = np.asarray(position, dtype=np.int64)
+    seg_len = np.zeros(int(segment.max()) + 1, dtype=np.int64)
+    np.maximum.at(seg_len, segment, position + 1)
+    max_len = int(seg_len.max())
     if max_len == 1:
         return rewards.copy()
     k_gamma = _MAX_BLOCK if gamma == 1.0 else int(_MAX_SCALE_LOG / -math.log(gamma)) + 1
     block_len = max(2, min(_MAX_BLOCK, k_gamma, max_len))
 
-    local = position % block_len
-    block_in_seg = position // block_len
-    # Blocks are consecutive in the sorted order: a new block starts where local == 0.
-    block = np.cumsum(local == 0) - 1
-    n_blocks = int(block[-1]) + 1
+    if max_len <= block_len:  # the common case: every segment is one block
+        local, block, n_blocks = position, segment, len(seg_len)
+    else:
+        local = position % block_len
+        blocks_per_seg = (seg_len + block_len - 1) // block_len
+        block_offset = np.cumsum(blocks_per_seg) - blocks_per_seg
+        block = block_offset[segment] + position // block_len
+        n_blocks = int(blocks_per_seg.sum())
     scale = gamma ** np.arange(block_len, dtype=np.float64)  # gamma^q, q < K
-    mat = np.zeros((n_blocks, block_len))
-    mat[block, local] = rewards * scale[local]
-    suffix = np.cumsum(mat[:, ::-1], axis=1)[:, ::-1]  # sum_{k>=q in block} gamma^k r_k
-    within = suffix[block, local] / scale[local]  # return from t to the end of its block
+    # (K, blocks) layout: the reverse cumsum runs down axis 0 over contiguous rows.
+    cell = local * n_blocks + block
+    mat = np.zeros(block_len * n_blocks)
+    mat[cell] = rewards * scale[local]
+    mat = mat.reshape(block_len, n_blocks)
+    suffix = np.cumsum(mat[::-1], axis=0)[::-1]  # sum_{k>=q in block} gamma^k r_k
+    within = suffix.reshape(-1)[cell] / scale[local]  # return from t to the end of its block
+    if max_len <= block_len:
+        return within
 
-    if block_in_seg.max() == 0:
-        return within  # every segment fits in one block: nothing to chain
-    block_sums = suffix[:, 0]  # S_b: the block's discounted sum from its first position
-    first = local == 0
-    block_segment = segment[first]
-    chained = discounted_returns(block_sums, block_segment, block_in_seg[first], gamma**block_len)
+    # Chain the blocks: block ids are ordered by (segment, block index).
+    block_segment = np.repeat(np.arange(len(seg_len)), blocks_per_seg)
+    block_position = np.arange(n_blocks) - block_offset[block_segment]
+    chained = discounted_returns(suffix[0], block_segment, block_position, gamma**block_len)
     # Return from the start of the next block of the same segment (0 if the segment ends).
+    has_next = block_position + 1 < blocks_per_seg[block_segment]
     next_start = np.zeros(n_blocks)
-    same_next = block_segment[1:] == block_segment[:-1]
-    next_start[:-1] = np.where(same_next, chained[1:], 0.0)
+    next_start[:-1] = np.where(has_next[:-1], chained[1:], 0.0)
     return within + gamma ** (block_len - local).astype(np.float64) * next_start[block]
 
 
@@ -321,7 +415,7 @@ def discounted_returns(
 
 @register_estimator("grpo")
 def grpo(batch: RowBatch, *, singleton_as_reward: bool = True) -> np.ndarray:
-    """GRPO (DeepSeekMath Eq. 3 outcome supervision): A_i = (R_i - mean(R)) / (std(R) + EPS).
+    """GRPO (DeepSeekMath 2402.03300, outcome supervision): A_i = (R_i - mean(R)) / (std(R) + EPS).
 
     Statistics over the trajectories of a group. ``singleton_as_reward``: a group of one
     trajectory uses mean 0, std 1 (A = R, the verl convention); off: A = 0.
@@ -338,7 +432,7 @@ def grpo(batch: RowBatch, *, singleton_as_reward: bool = True) -> np.ndarray:
 
 @register_estimator("dr_grpo")
 def dr_grpo(batch: RowBatch) -> np.ndarray:
-    """Dr. GRPO (2503.20783 Eq. 4): A_i = R_i - mean(R), no std division; singleton: A = R."""
+    """Dr. GRPO (2503.20783): A_i = R_i - mean(R), no std division; singleton: A = R."""
     adv = _group_normalize(
         batch.traj_returns, batch.traj_group, batch.n_groups, use_std=False, singleton="identity"
     )
@@ -374,7 +468,9 @@ def reinforce_pp(batch: RowBatch, *, token_counts: Any = None) -> np.ndarray:
         else np.asarray(token_counts, dtype=np.float64).reshape(-1)
     )
     if len(weights) != len(batch):
-        raise EstimatorError(f"token_counts has {len(weights)} entries but there are {len(batch)} rows")
+        raise EstimatorError(
+            f"token_counts has {len(weights)} entries but there are {len(batch)} rows"
+        )
     if np.any(weights < 0):
         raise EstimatorError("token_counts must be >= 0")
     n_tokens = weights.sum()
@@ -404,7 +500,9 @@ def flow_grpo(
     if paper_statistics:
         return grpo(batch, singleton_as_reward=singleton_as_reward)
     row_returns = batch.traj_returns[batch.traj]
-    return _group_normalize(row_returns, batch.group, batch.n_groups, use_std=True, singleton=singleton)
+    return _group_normalize(
+        row_returns, batch.group, batch.n_groups, use_std=True, singleton=singleton
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,7 +527,10 @@ def stratified(
         raise EstimatorError(f"alpha must be in [0, 1], got {alpha}")
     returns, tg = batch.traj_returns, batch.traj_group
     a_gn = _group_normalize(
-        returns, tg, batch.n_groups, use_std=True,
+        returns,
+        tg,
+        batch.n_groups,
+        use_std=True,
         singleton="identity" if singleton_as_reward else "zero",
     )
     last = batch.last_row_of_traj
@@ -500,12 +601,12 @@ def gigpo(
 ) -> np.ndarray:
     """GiGPO (2505.10978): A = A^E + omega * A^S.
 
-    Episode level (Eq. 3): A^E = (R(tau) - mean)/(std + EPS) within the group, or R - mean in
+    Episode level: A^E = (R(tau) - mean)/(std + EPS) within the group, or R - mean in
     ``mean_norm`` mode. ``episode_stats="step"`` (verl-agent code, default): statistics over all
     step rows of the group; ``"trajectory"`` (paper): one value per trajectory. Group of one
     row (or trajectory): mean 0, std 1.
 
-    Step level (Eq. 6-8): anchor groups = rows of the same group_id with equal canonical
+    Step level: anchor groups = rows of the same group_id with equal canonical
     anchors (any timestep, any trajectory); R_t = sum_{k>=t} gamma^(k-t) r_k; A^S =
     (R_t - mean_stepgroup)/(std_stepgroup + EPS) (or mean only); singleton step group: 0.
     ``similarity``: text anchors clustered greedily by ``difflib`` ratio >= ``similarity_thresh``.
@@ -536,8 +637,12 @@ def gigpo(
 
     # Episode (macro) advantage.
     if episode_stats == "step":
-        scores = batch.traj_returns[batch.traj] - penalty
-        a_episode = _group_normalize(scores, batch.group, batch.n_groups, use_std=use_std, singleton="identity")
+        scores = batch.traj_returns[batch.traj]
+        if invalid_penalty:
+            scores = scores - penalty
+        a_episode = _group_normalize(
+            scores, batch.group, batch.n_groups, use_std=use_std, singleton="identity"
+        )
     else:
         count, mean, std = segment_mean_std(batch.traj_returns, batch.traj_group, batch.n_groups)
         single = count == 1
@@ -548,22 +653,19 @@ def gigpo(
         if use_std:
             a_episode = a_episode / std[batch.group]
 
-    # Step (micro) advantage: discounted returns over (traj, step)-sorted rows.
-    order = batch.order
-    traj_sorted = batch.traj[order]
-    starts = np.flatnonzero(np.r_[True, traj_sorted[1:] != traj_sorted[:-1]])
-    run_lengths = np.diff(np.r_[starts, n])
-    position = np.arange(n) - np.repeat(starts, run_lengths)
-    step_returns = np.empty(n)
-    step_returns[order] = discounted_returns(batch.rewards[order], traj_sorted, position, gamma)
-    step_returns -= penalty
+    # Step (micro) advantage: discounted returns along each trajectory.
+    step_returns = discounted_returns(batch.rewards, batch.traj, batch.positions, gamma)
+    if invalid_penalty:
+        step_returns -= penalty
 
     if similarity:
         anchor, n_anchor = _similarity_anchor_codes(batch.anchors, batch.group, similarity_thresh)
     else:
         anchor, n_anchor = _codes(batch.anchors)
     step_group, n_step_groups = _pair_codes(batch.group, anchor, n_anchor)
-    a_step = _group_normalize(step_returns, step_group, n_step_groups, use_std=use_std, singleton="zero")
+    a_step = _group_normalize(
+        step_returns, step_group, n_step_groups, use_std=use_std, singleton="zero"
+    )
     return a_episode + omega * a_step
 
 

@@ -50,6 +50,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
     env = make(args.env_id)
     base = env.unwrapped
     options = {"task": args.task} if args.task else None

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-
 from turngym.agents.evaluation.results import EvalResults, SuiteStats
 from turngym.agents.trajectory import Trajectory
 
@@ -140,7 +139,7 @@ def render_report(
     max_chars: int = 4000,
 ) -> str:
     """The HTML text of the report."""
-    ks = results.ks
+    ks = [k for k in results.ks if k != 1]  # pass@1 = pass^1 has its own column
     summary = [_summary_row(e.env_id, e.suite, e.stats, ks) for e in results.envs]
     if results.overall is not None:
         summary.append(_summary_row("all environments", "", results.overall, ks))
@@ -168,7 +167,7 @@ def render_report(
     template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
         resources.files("turngym.agents.evaluation").joinpath("report_template.html").read_text(encoding="utf-8")
     )
-    return template.render(results=results, ks=ks, summary=summary, envs=envs, trajectories=views,
+    return template.render(results=results, ks=results.ks, kcols=ks, summary=summary, envs=envs, trajectories=views,
                            shown=len(views), total=len(trajectories))
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, Field
-
 from turngym.agents.evaluation.stats import BootstrapCI, bootstrap_mean_ci, pass_at_k, pass_hat_k
 from turngym.agents.trajectory import Trajectory
 

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
 from turngym.agents.evaluation.results import (
     EnvResult,
     EvalResults,

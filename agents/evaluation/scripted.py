@@ -5,9 +5,11 @@ A scripted policy is an :data:`ActionFn`: ``act(env, observation, info, rng) -> 
 state) and ``rng`` is seeded per episode. ``scripted:<name>`` specs name them through the
 :data:`SCRIPTED_POLICIES` registry:
 
-- ``scripted:solver`` — the environment's own expert: ``env.expert_action()`` when the env
-  class defines it (the place for such knowledge: the env family), else an expert registered
-  for the env class with :func:`register_expert`.
+- ``scripted:solver`` (alias ``scripted:expert``) — the environment's own expert: ``env.expert_reply()`` when the env
+  class defines it (the place for such knowledge: the env family; the grid puzzles do), else an
+  expert registered for the env class with :func:`register_expert`. When the expert has no
+  answer (``None``: nothing solves the task from here) the solver replies with the env's first
+  example action, so the episode still runs to its end.
 - ``scripted:random`` — a uniformly random choice among ``env.example_actions()``.
 
 :class:`EnvStepRunner` turns an ``ActionFn`` into an
@@ -25,7 +27,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-
 from turngym.agents.evaluation.runner import EvalConfigError, WorkItem
 from turngym.agents.trajectory import Trajectory, Turn
 
@@ -33,7 +34,7 @@ __all__ = [
     "SCRIPTED_POLICIES",
     "ActionFn",
     "EnvStepRunner",
-    "expert_action",
+    "expert_reply",
     "register_expert",
     "register_scripted",
     "scripted_runner",
@@ -44,41 +45,48 @@ log = logging.getLogger(__name__)
 #: ``act(unwrapped env, last observation, last info, rng) -> reply text``.
 ActionFn = Callable[[Any, str, dict[str, Any], np.random.Generator], str]
 
-# Env class ("module:QualName") -> expert, or a lazy "module:function" string.
-_EXPERTS: dict[str, str | Callable[[Any], str]] = {
-    # Seam: the grid family does not define SokobanEnv.expert_action yet; this adapter over its
-    # solver lives here until it does (then this line goes).
-    "turngym.envs.grid.sokoban:SokobanEnv": "turngym.agents.evaluation.experts:sokoban_expert",
-}
+# Env class ("module:QualName") -> expert, or a lazy "module:function" string: for env
+# classes one cannot edit (an env family's own expert belongs in its ``expert_reply``).
+_EXPERTS: dict[str, str | Callable[[Any], str | None]] = {}
 
 
-def register_expert(env_class: str, expert: str | Callable[[Any], str]) -> None:
-    """Register ``expert(env) -> reply`` for an env class named ``"module:QualName"``."""
+def register_expert(env_class: str, expert: str | Callable[[Any], str | None]) -> None:
+    """Register ``expert(env) -> reply | None`` for an env class named ``"module:QualName"``."""
     _EXPERTS[env_class] = expert
 
 
-def expert_action(env: Any) -> str:
-    """The env's expert reply in its current state (see the module docstring)."""
-    method = getattr(env, "expert_action", None)
-    if callable(method):
-        return method()
+def expert_reply(env: Any) -> str | None:
+    """The env's expert reply in its current state, or None (see the module docstring).
+
+    An env class that overrides ``TurnEnv.expert_reply`` has a solver; ``None`` from it means
+    nothing solves the task from this state. Otherwise an expert registered for the class (or a
+    base class) answers; with neither, scripted:solver cannot run on this env.
+    """
+    from turngym.envs.core import TurnEnv
+
+    if type(env).expert_reply is not TurnEnv.expert_reply:
+        return env.expert_reply()
     for cls in type(env).__mro__:
-        expert = _EXPERTS.get(f"{cls.__module__}:{cls.__qualname__}")
+        name = f"{cls.__module__}:{cls.__qualname__}"
+        expert = _EXPERTS.get(name)
         if expert is None:
             continue
         if isinstance(expert, str):
             module, _, attr = expert.partition(":")
-            expert = getattr(importlib.import_module(module), attr)
-            _EXPERTS[f"{cls.__module__}:{cls.__qualname__}"] = expert
+            expert = _EXPERTS[name] = getattr(importlib.import_module(module), attr)
         return expert(env)
     raise EvalConfigError(
-        f"scripted:solver has no expert for {type(env).__name__}; give the env an expert_action() method "
+        f"scripted:solver has no expert for {type(env).__name__}; give the env an expert_reply() method "
         "or register one with turngym.agents.evaluation.register_expert"
     )
 
 
 def _solver(env: Any, observation: str, info: dict[str, Any], rng: np.random.Generator) -> str:
-    return expert_action(env)
+    reply = expert_reply(env)
+    if reply is None:
+        examples = env.example_actions()
+        return examples[0] if examples else ""
+    return reply
 
 
 def _random(env: Any, observation: str, info: dict[str, Any], rng: np.random.Generator) -> str:
@@ -88,7 +96,8 @@ def _random(env: Any, observation: str, info: dict[str, Any], rng: np.random.Gen
     return actions[int(rng.integers(len(actions)))]
 
 
-SCRIPTED_POLICIES: dict[str, ActionFn] = {"solver": _solver, "random": _random}
+# "expert" is the name TurnEnv.expert_reply's docstring uses; "solver" the one the CLI documents.
+SCRIPTED_POLICIES: dict[str, ActionFn] = {"solver": _solver, "expert": _solver, "random": _random}
 
 
 def register_scripted(name: str, act: ActionFn) -> None:

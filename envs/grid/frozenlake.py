@@ -139,5 +139,12 @@ class FrozenLakeEnv(TurnEnv):
     def _render_text(self) -> str:
         return self._board() if self.rows else ""
 
+    def expert_reply(self) -> str | None:
+        if not self.rows:
+            return None
+        rows = ["".join("S" if (r, c) == self.pos else ("F" if ch == "S" else ch) for c, ch in enumerate(row)) for r, row in enumerate(self.rows)]
+        path = shortest_path(rows)
+        return f"<action>{path[0]}</action>" if path else None
+
     def example_actions(self) -> list[str]:
         return ["<action>up</action>", "<action>right</action>", '<tool_call>{"name": "move", "arguments": {"direction": "down"}}</tool_call>', "left"]

@@ -226,5 +226,9 @@ class SokobanEnv(TurnEnv):
     def _render_text(self) -> str:
         return self.level.render() if self.level else ""
 
+    def expert_reply(self) -> str | None:
+        solution = solve(self.level) if self.level is not None else None
+        return f"<action>{solution[0]}</action>" if solution else None
+
     def example_actions(self) -> list[str]:
         return ["<action>up</action>", "<action>left</action>", '<tool_call>{"name": "move", "arguments": {"direction": "down"}}</tool_call>', "right"]

@@ -79,8 +79,12 @@ class ParsedActions:
     error: str = ""
 
 
-def parse_actions(reply: str, refs: list[str], style: str = "hermes") -> ParsedActions:
-    """Parse and validate the tool calls in ``reply`` against the current page's ``refs``."""
+def parse_actions(reply: str, refs: dict[str, str], style: str = "hermes") -> ParsedActions:
+    """Parse and validate the tool calls in ``reply`` against the current page's ``refs``.
+
+    ``refs`` maps each ref shown to the agent to the element's Playwright ``aria-ref``; the
+    validated arguments carry the latter.
+    """
     parsed = parse_tool_calls(reply, style)
     if parsed.errors:
         return ParsedActions([], parsed.errors[0])
@@ -89,7 +93,6 @@ def parse_actions(reply: str, refs: list[str], style: str = "hermes") -> ParsedA
         return ParsedActions([], f"no tool call found; call one of {names} as <tool_call>{{...}}</tool_call>")
     if len(parsed.calls) > MAX_CALLS_PER_TURN:
         return ParsedActions([], f"at most {MAX_CALLS_PER_TURN} tool calls per reply, got {len(parsed.calls)}")
-    known = set(refs)
     calls = []
     for call in parsed.calls:
         tool = _BY_NAME.get(call.name)
@@ -101,10 +104,10 @@ def parse_actions(reply: str, refs: list[str], style: str = "hermes") -> ParsedA
             return ParsedActions([], str(err))
         if call.name in _REF_TOOLS:
             ref = normalize_ref(args.ref)  # type: ignore[attr-defined]
-            if ref not in known:
-                shown = ", ".join(refs[:30]) + (", ..." if len(refs) > 30 else "")
+            if ref not in refs:
+                shown = ", ".join(list(refs)[:30]) + (", ..." if len(refs) > 30 else "")
                 return ParsedActions([], f"no element with ref {args.ref!r} on this page (refs: {shown or 'none'})")  # type: ignore[attr-defined]
-            args = args.model_copy(update={"ref": ref})
+            args = args.model_copy(update={"ref": refs[ref]})
         calls.append((call, args))
     return ParsedActions(calls)
 
@@ -116,31 +119,34 @@ def _locator(page: Any, ref: str) -> Any:
 
 async def _click(page: Any, args: RefArgs) -> str:
     await _locator(page, args.ref).click()
-    return f"clicked {args.ref}"
+    return "clicked"
 
 
 async def _type(page: Any, args: TypeArgs) -> str:
     target = _locator(page, args.ref)
+    if not await target.is_editable():  # fill() would wait its whole deadline for that
+        raise ToolError("that element does not take text; type into a textbox")
     await target.fill(args.text)
     if args.submit:
         await target.press("Enter")
-    return f"typed {len(args.text)} characters into {args.ref}" + (" and pressed Enter" if args.submit else "")
+    shown = args.text if len(args.text) <= 40 else args.text[:37] + "..."
+    return f"typed {shown!r}" + (" and pressed Enter" if args.submit else "")
 
 
 async def _select(page: Any, args: SelectArgs) -> str:
     target = _locator(page, args.ref)
     options = await target.evaluate("el => el.options ? Array.from(el.options).map(o => [o.label, o.value]) : null")
     if options is None:
-        raise ToolError(f"{args.ref} is not a drop-down list")
+        raise ToolError("that element is not a drop-down list")
     wanted = args.option.strip()
     value = next((v for label, v in options if label.strip() == wanted), None)
     value = value if value is not None else next((v for _, v in options if v == wanted), None)
     value = value if value is not None else next((v for label, v in options if label.strip().lower() == wanted.lower()), None)
     if value is None:
         labels = ", ".join(repr(label.strip()) for label, _ in options)
-        raise ToolError(f"{args.ref} has no option {args.option!r} (options: {labels})")
+        raise ToolError(f"the drop-down has no option {args.option!r} (options: {labels})")
     await target.select_option(value=value)
-    return f"selected {args.option!r} in {args.ref}"
+    return f"selected {args.option!r}"
 
 
 async def _press(page: Any, args: PressArgs) -> str:

@@ -56,6 +56,8 @@ class Snapshot:
     refs: list[str] = field(default_factory=list)
     roles: dict[str, str] = field(default_factory=dict)
     """ref -> role, for the controls."""
+    targets: dict[str, str] = field(default_factory=dict)
+    """ref shown -> Playwright's ``aria-ref`` (which carries a per-document prefix, ``f3e12``)."""
 
 
 def _split_body(body: str) -> tuple[str, str]:
@@ -77,11 +79,22 @@ def _split_body(body: str) -> tuple[str, str]:
     return body, ""
 
 
+_DOC_PREFIX = re.compile(r"^(f\d+)e\d+$")
+
+
 def compact_snapshot(raw: str) -> Snapshot:
-    """Rewrite a Playwright ``mode="ai"`` snapshot as described in the module docstring."""
+    """Rewrite a Playwright ``mode="ai"`` snapshot as described in the module docstring.
+
+    Playwright prefixes refs with a counter of the documents the page has loaded (``f3e12`` on
+    the fourth page); the main document's prefix is dropped, so refs read ``e12`` on every page.
+    """
     out: list[str] = []
     refs: list[str] = []
     roles: dict[str, str] = {}
+    targets: dict[str, str] = {}
+    first = _REF.search(raw)
+    prefix_match = _DOC_PREFIX.match(first.group("ref")) if first else None
+    prefix = prefix_match.group(1) if prefix_match else ""
     removed: list[int] = []  # indents of dropped wrappers that enclose the current line
     for line in raw.splitlines():
         m = _LINE.match(line)
@@ -101,12 +114,14 @@ def compact_snapshot(raw: str) -> Snapshot:
             continue
         new_indent = " " * (indent - 2 * len(removed))
         if ref_match and (role in INTERACTIVE_ROLES or pointer):
-            ref = ref_match.group("ref")
+            target = ref_match.group("ref")
+            ref = target[len(prefix):] if prefix and _DOC_PREFIX.match(target) and target.startswith(prefix + "e") else target
             refs.append(ref)
+            targets[ref] = target
             roles[ref] = role
             key = f"[{ref}] {key}"
         out.append(f"{new_indent}- {key}{tail}")
-    return Snapshot("\n".join(out), refs, roles)
+    return Snapshot("\n".join(out), refs, roles, targets)
 
 
 def strip_refs(text: str) -> str:
@@ -131,7 +146,7 @@ def normalize_ref(ref: str) -> str:
     return f"e{ref}" if ref.isdigit() else ref
 
 
-_CONTROL = re.compile(r'^\s*- \[(?P<ref>[^\]]+)\] (?P<role>\S+)(?: "(?P<name>(?:[^"\\]|\\.)*)")?')
+_CONTROL = re.compile(r'^\s*- \[(?P<ref>[^\]]+)\] (?P<role>[a-z-]+)(?: "(?P<name>(?:[^"\\]|\\.)*)")?')
 
 
 def find_refs(text: str, role: str | None = None, name: str | None = None, exact: bool = True) -> list[str]:

@@ -8,7 +8,8 @@ The contract
   share one browser and their calls run concurrently; every call from outside waits on the loop
   with a deadline (:meth:`BrowserPool.run`).
 - :meth:`BrowserPool.new_session` opens a :class:`BrowserSession`: a fresh ``BrowserContext``
-  (no cookies, storage or cache shared with any other episode) and one page. Every Playwright
+  (no cookies, storage or cache shared with any other episode) and one page, taken from a few
+  spare ones the pool creates ahead of time (``spare_contexts``); contexts are never reused. Every Playwright
   action in it has a deadline (``action_timeout_s`` / ``navigation_timeout_s``), and every
   request the page makes is checked by :func:`request_allowed`: only the session's own origins
   (and ``file://`` under its own folder, when it has one) pass; everything else is aborted and
@@ -83,6 +84,9 @@ class BrowserConfig(BaseModel):
     """Page height in CSS pixels."""
     extra_args: list[str] = []
     """More Chromium command-line switches."""
+    spare_contexts: int = 1
+    """Fresh contexts (each with a blank page) kept ready, so an episode's reset need not wait
+    for one; a context is used by one session only and closed with it."""
 
     def chromium_args(self) -> list[str]:
         args = [
@@ -133,6 +137,8 @@ class BrowserPool:
         self._browser: Any = None
         self._closed = False
         self._lock = threading.Lock()
+        self._spares: list[BrowserSession] = []
+        self._refilling = 0
         self._thread.start()
         try:
             self.run(self._start(), timeout=self.config.launch_timeout_s)
@@ -183,9 +189,35 @@ class BrowserPool:
     # -- sessions ---------------------------------------------------------------------------
     def new_session(self, origins: Iterable[str] = (), file_root: str | Path | None = None) -> BrowserSession:
         """A fresh context and page limited to ``origins`` (and ``file://`` under ``file_root``)."""
-        session = BrowserSession(self, list(origins), file_root)
-        self.run(session._open(), timeout=self.config.navigation_timeout_s + 10)
+        return self.run(self._checkout(list(origins), file_root), timeout=self.config.navigation_timeout_s + 10)
+
+    async def _checkout(self, origins: list[str], file_root: str | Path | None) -> BrowserSession:
+        if self._spares:
+            session = self._spares.pop()
+        else:
+            session = BrowserSession(self)
+            await session._open()
+        session.origins, session.file_root = origins, file_root
+        self._schedule_refill()
         return session
+
+    def _schedule_refill(self) -> None:
+        while len(self._spares) + self._refilling < self.config.spare_contexts:
+            self._refilling += 1
+            self._loop.create_task(self._refill())
+
+    async def _refill(self) -> None:
+        try:
+            session = BrowserSession(self)
+            await session._open()
+            if self._closed:
+                await session.context.close()
+            else:
+                self._spares.append(session)
+        except Exception as err:  # the browser is going away; the next checkout opens its own
+            log.debug("turngym: could not prepare a spare browser context: %s", err)
+        finally:
+            self._refilling -= 1
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _shutdown(self) -> None:
@@ -227,9 +259,10 @@ class BrowserPool:
 class BrowserSession:
     """One episode's browser context and page, limited to its own origins."""
 
-    def __init__(self, pool: BrowserPool, origins: list[str], file_root: str | Path | None) -> None:
+    def __init__(self, pool: BrowserPool, origins: list[str] | None = None, file_root: str | Path | None = None) -> None:
         self.pool = pool
-        self.origins = origins
+        self.origins: list[str] = origins or []
+        """Origins the page may load from (none until the session is checked out)."""
         self.file_root = file_root
         self.blocked: list[str] = []
         """URLs this session's page tried to load and was refused."""

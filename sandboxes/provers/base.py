@@ -6,7 +6,8 @@ a proof, so it cannot weaken the theorem):
 ``check(statement, proof) -> CheckResult``
     Whole-proof mode. ``statement`` is the theorem's type in the prover's language (Coq:
     ``forall n : nat, n + 0 = n``; Lean: the binders and type after the name,
-    ``(n : Nat) : n + 0 = n``). ``proof`` is the body (Coq: the tactic script between
+    ``(n : Nat) : n + 0 = n``); ``header`` is what precedes it (``Require Import Lia.``,
+    ``import Mathlib``), the same for many statements, so backends may load it once. ``proof`` is the body (Coq: the tactic script between
     ``Proof.`` and ``Qed.``; Lean: what follows ``:=``). ``CheckResult.ok`` is True only when the
     prover accepted the proof *and* no cheat was found: no ``sorry``/``admit``/``Admitted``, no
     axiom beyond the prover's standard ones (``#print axioms`` / ``Print Assumptions``), no
@@ -78,6 +79,8 @@ class ProofState(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     statement: str
+    header: str = ""
+    """What comes before the theorem (imports, opens); part of the proof's context."""
     tactics: tuple[str, ...] = ()
     goals: tuple[str, ...] = ()
     """The goals left, one string each, as the prover prints them."""
@@ -117,9 +120,9 @@ class Prover(Protocol):
 
     name: str
 
-    def check(self, statement: str, proof: str, timeout: float | None = None) -> CheckResult: ...
+    def check(self, statement: str, proof: str, header: str = "", timeout: float | None = None) -> CheckResult: ...
 
-    def start(self, statement: str) -> ProofState: ...
+    def start(self, statement: str, header: str = "") -> ProofState: ...
 
     def apply(self, state: ProofState, tactic: str) -> TacticResult: ...
 

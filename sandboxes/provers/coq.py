@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
-
 from turngym.sandboxes.provers.base import CheckResult, ProofState, ProverUnavailable, TacticResult
 from turngym.sandboxes.provers.process import ProcessLimits, run_limited
 
@@ -142,16 +141,16 @@ class CoqProver:
 
     name = "coq"
 
-    def __init__(self, config: CoqConfig | None = None, header: str = "") -> None:
+    def __init__(self, config: CoqConfig | None = None) -> None:
         self.config = config or CoqConfig()
-        self.header = "\n".join(h for h in (self.config.header, header) if h)
         if not self.config.prefix and shutil.which(self.config.coqc) is None:
             raise ProverUnavailable(f"Coq is not installed: {self.config.coqc!r} is not on PATH (Debian: apt-get install coq)")
 
     # -- files -----------------------------------------------------------------------------
-    def _source(self, statement: str, body: str, nonce: str, tail: str) -> tuple[str, int]:
+    def _source(self, statement: str, body: str, nonce: str, tail: str, header: str) -> tuple[str, int]:
         lines = [
-            self.header,
+            self.config.header,
+            header,
             f"Definition turngym_marker_{nonce} := tt.",
             f"Theorem {THEOREM} : {statement}.",
             "Proof.",
@@ -160,15 +159,16 @@ class CoqProver:
         first_body_line = prelude.count("\n") + 1
         return prelude + body + "\n" + tail, first_body_line
 
-    def _run(self, source: str) -> tuple[str, str, str]:
+    def _run(self, source: str, timeout: float | None = None) -> tuple[str, str, str]:
+        limits = self.config.limits if timeout is None else self.config.limits.model_copy(update={"timeout": timeout})
         with tempfile.TemporaryDirectory(prefix="turngym-coq-") as tmp:
             path = Path(tmp) / "Turngym.v"
             path.write_text(source, encoding="utf-8")
-            result = run_limited([self.config.coqc, "-q", str(path)], self.config.limits, self.config.prefix, cwd=tmp)
+            result = run_limited([self.config.coqc, "-q", str(path)], limits, self.config.prefix, cwd=tmp)
         return result.status, result.stdout, result.stderr.replace(str(path), "proof.v")
 
     # -- whole proofs ----------------------------------------------------------------------
-    def check(self, statement: str, proof: str, timeout: float | None = None) -> CheckResult:
+    def check(self, statement: str, proof: str, header: str = "", timeout: float | None = None) -> CheckResult:
         start = time.monotonic()
         body, refused = coq_proof_body(proof, statement)
         if refused:
@@ -179,8 +179,8 @@ class CoqProver:
         nonce = secrets.token_hex(8)
         marker = f"turngym_marker_{nonce}"
         tail = f"Qed.\nPrint {marker}.\nPrint Assumptions {THEOREM}.\n"
-        source, first = self._source(statement, body, nonce, tail)
-        status, stdout, stderr = self._run(source)
+        source, first = self._source(statement, body, nonce, tail, header)
+        status, stdout, stderr = self._run(source, timeout)
         duration = time.monotonic() - start
         if status == "timeout":
             return CheckResult(ok=False, errors=["the proof check timed out"], timed_out=True, duration=duration)
@@ -194,17 +194,18 @@ class CoqProver:
             return CheckResult(ok=False, errors=[f"the proof depends on axioms: {axioms}"], cheat=f"axiom {axioms}", duration=duration)
         return CheckResult(ok=True, duration=duration)
 
-    def check_many(self, items: Iterable[tuple[str, str]]) -> list[CheckResult]:
-        """Check several ``(statement, proof)`` pairs, ``config.workers`` coqc runs at a time."""
+    def check_many(self, items: Iterable[tuple[str, str, str]], workers: int | None = None) -> list[CheckResult]:
+        """Check several ``(statement, proof, header)`` triples, ``workers`` (default
+        ``config.workers``) coqc runs at a time; results in the order given."""
         items = list(items)
-        with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
+        with ThreadPoolExecutor(max_workers=workers or self.config.workers) as pool:
             return list(pool.map(lambda item: self.check(*item), items))
 
     # -- tactic mode -----------------------------------------------------------------------
-    def _goals_after(self, statement: str, tactics: tuple[str, ...]) -> tuple[tuple[str, ...] | None, str | None]:
+    def _goals_after(self, statement: str, tactics: tuple[str, ...], header: str) -> tuple[tuple[str, ...] | None, str | None]:
         nonce = secrets.token_hex(8)
         marker = f"turngym_marker_{nonce}"
-        source, first = self._source(statement, "\n".join(tactics), nonce, f"Print {marker}.\nShow.\n")
+        source, first = self._source(statement, "\n".join(tactics), nonce, f"Print {marker}.\nShow.\n", header)
         status, stdout, stderr = self._run(source)
         if status == "timeout":
             return None, "the tactic timed out"
@@ -214,11 +215,11 @@ class CoqProver:
             return None, "\n".join(errors) or f"coqc failed ({status})"
         return parse_show(shown), None
 
-    def start(self, statement: str) -> ProofState:
-        goals, error = self._goals_after(statement, ())
+    def start(self, statement: str, header: str = "") -> ProofState:
+        goals, error = self._goals_after(statement, (), header)
         if goals is None:
             raise ValueError(f"Coq rejected the statement: {error}")
-        return ProofState(statement=statement, goals=goals)
+        return ProofState(statement=statement, header=header, goals=goals)
 
     def apply(self, state: ProofState, tactic: str) -> TacticResult:
         sentence = tactic.strip()
@@ -228,13 +229,13 @@ class CoqProver:
         if not sentence.endswith((".", "{", "}")) and sentence.strip("-+* ") != "":
             sentence += "."
         tactics = (*state.tactics, sentence)
-        goals, error = self._goals_after(state.statement, tactics)
+        goals, error = self._goals_after(state.statement, tactics, state.header)
         if goals is None:
             return TacticResult(state=state, error=error)
-        new_state = ProofState(statement=state.statement, tactics=tactics, goals=goals)
+        new_state = state.model_copy(update={"tactics": tactics, "goals": goals})
         if goals:
             return TacticResult(state=new_state)
-        verdict = self.check(state.statement, "\n".join(tactics))
+        verdict = self.check(state.statement, "\n".join(tactics), state.header)
         if not verdict.ok:
             return TacticResult(state=state, error="\n".join(verdict.errors), cheat=verdict.cheat)
         return TacticResult(state=new_state, done=True)

@@ -146,3 +146,14 @@ def test_seeded_reset_picks_the_same_task_and_split():
         assert a.unwrapped.task.split == "test"
     _, info = a.reset(options={"task": "sokoban-6x6-1-train-0007"})
     assert info["task_id"] == "sokoban-6x6-1-train-0007"
+
+
+@pytest.mark.parametrize("env_id", ["turngym/Sokoban-v0", "turngym/Sokoban-8x8-3-v0", "turngym/FrozenLake-6x6-v0"])
+def test_following_the_expert_solves_every_test_task_optimally(env_id):
+    env = turngym.make(env_id, split="test")
+    for task in env.unwrapped.suite.split("test")[:25]:
+        env.reset(seed=0, options={"task": task})
+        for turn in range(len(task.answer)):
+            reply = env.unwrapped.expert_reply()
+            obs, reward, terminated, truncated, info = env.step(reply)
+        assert terminated and info["success"], task.id

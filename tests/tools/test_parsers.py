@@ -5,9 +5,14 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from turngym.tools import ToolCall, parse_tool_calls
-from turngym.tools.parsers import PARSERS, detect_style, register_parser, register_style_rule, STYLE_RULES
+from turngym.tools.parsers import (
+    PARSERS,
+    STYLE_RULES,
+    detect_style,
+    register_parser,
+    register_style_rule,
+)
 
 
 def calls(text: str, style: str) -> list[tuple[str, dict]]:

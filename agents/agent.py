@@ -1,0 +1,275 @@
+"""The agent: what the model sees at each turn.
+
+An :class:`Agent` turns an episode so far — the environment's instructions and tool schemas,
+the task (the first observation), and the past exchanges (the model's reply and what the
+environment answered) — into the next prompt. It holds no episode state of its own; the
+rollout engine keeps one :class:`EpisodeMemory` per episode.
+
+The contract
+------------
+- Messages: ``system`` (``env.instructions``), ``user`` (the task), then for each remembered
+  exchange ``assistant`` (the reply as generated) and the environment's answer. An answer to
+  a turn that ran tool calls is a tool message (``AgentConfig.tool_role``, ``"tool"`` by
+  default; chat templates mark it as tool output, e.g. Qwen's ``<tool_response>``); other
+  answers are ``user`` messages. Tool output never goes into the system prompt.
+- Tools: ``tokenizer.apply_chat_template(messages, tools=[schemas], add_generation_prompt=True)``.
+  A template that ignores ``tools`` (it renders the same with and without them) gets the
+  schemas listed in the system message instead, in the Hermes format, so the model still
+  learns what it may call.
+- Memory: a registered strategy (:data:`MEMORY_STRATEGIES`) picks the exchanges to show —
+  ``full`` (all) or ``window`` (the last ``memory_window``); the task and the latest
+  observation are always shown. With ``max_prompt_tokens`` the oldest exchanges are dropped
+  until the prompt fits (or none are left).
+- Exact ids: with a tokenizer the prompt is rendered to text and encoded once; the ids are the
+  ones the policy is given and the ones the trainer trains on. Response ids are never
+  re-derived from text: they are what the policy generated (:class:`~turngym.agents.trajectory.Turn`).
+- Without a tokenizer (an HTTP policy that applies its own template) the prompt is the chat
+  messages; tool schemas go into the system message, and tool answers are ``user`` messages
+  wrapped in ``<tool_output>`` markers unless the policy returned structured tool calls, in
+  which case they are proper ``tool`` messages answering those calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from turngym.agents.policy import Completion
+
+__all__ = [
+    "MEMORY_STRATEGIES",
+    "Agent",
+    "AgentConfig",
+    "BuiltPrompt",
+    "EpisodeMemory",
+    "Exchange",
+    "flat_call",
+    "register_memory",
+]
+
+
+class AgentConfig(BaseModel):
+    """How the agent builds prompts."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    memory: str = "full"
+    """Memory strategy (a :data:`MEMORY_STRATEGIES` name): ``full`` or ``window``."""
+    memory_window: int = Field(default=4, ge=0)
+    """For ``window``: how many of the latest exchanges to show besides the task."""
+    max_prompt_tokens: int | None = Field(default=None, gt=0)
+    """Token budget of a prompt: the oldest exchanges are dropped first until it fits."""
+    tool_role: str = "tool"
+    """Chat role of an environment answer to a turn that ran tool calls (tokenizer mode)."""
+
+
+@dataclass
+class Exchange:
+    """One past turn: the reply as the model wrote it and the environment's answer."""
+
+    action: str
+    observation: str
+    tool_output: bool = False
+    """Whether the answer is tool output (the turn ran tool calls)."""
+    structured_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Tool calls the policy returned as structure (OpenAI-compatible endpoints)."""
+
+
+@dataclass
+class EpisodeMemory:
+    """What one episode has seen: the environment's instructions and tools, the task, the turns."""
+
+    instructions: str
+    tools: list[dict[str, Any]]
+    """Tool schemas (``Tool.schema()``)."""
+    task: str
+    """The first observation."""
+    history: list[Exchange] = field(default_factory=list)
+
+
+@dataclass
+class BuiltPrompt:
+    """A prompt ready for ``Policy.generate``."""
+
+    messages: list[dict[str, Any]]
+    ids: list[int] | None
+    """Exact prompt token ids (tokenizer mode), else None."""
+    text: str
+    """The rendered prompt (tokenizer mode) or the messages as text."""
+    shown: int
+    """How many past exchanges the prompt shows."""
+    over_budget: bool = False
+    """True when even the smallest prompt exceeds ``max_prompt_tokens``."""
+
+    @property
+    def prompt(self) -> list[int] | list[dict[str, Any]]:
+        return self.ids if self.ids is not None else self.messages
+
+
+# -- memory strategies ---------------------------------------------------------------------------
+#: name -> ``select(history, config) -> number of latest exchanges to show``.
+MEMORY_STRATEGIES: dict[str, Callable[[list[Exchange], AgentConfig], int]] = {
+    "full": lambda history, config: len(history),
+    "window": lambda history, config: min(len(history), config.memory_window),
+}
+
+
+def register_memory(name: str, select: Callable[[list[Exchange], AgentConfig], int]) -> None:
+    """Add a memory strategy: ``select(history, config)`` returns how many latest exchanges to show."""
+    MEMORY_STRATEGIES[name] = select
+
+
+TOOLS_SYSTEM_BLOCK = (
+    "\n\n# Tools\n\nYou may call one or more functions. Their signatures are within <tools></tools>:\n"
+    "<tools>\n{schemas}\n</tools>\n\n"
+    "To call a function, reply with a JSON object within <tool_call></tool_call> tags:\n"
+    '<tool_call>\n{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+)
+
+
+class Agent:
+    """Builds each turn's prompt; see the module docstring for the contract."""
+
+    def __init__(self, tokenizer: Any = None, config: AgentConfig | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.config = config or AgentConfig()
+        if self.config.memory not in MEMORY_STRATEGIES:
+            known = ", ".join(sorted(MEMORY_STRATEGIES))
+            raise ValueError(f"unknown memory strategy {self.config.memory!r}; known: {known}")
+        if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("the tokenizer has no chat template; set tokenizer.chat_template or use a chat model")
+        self._select = MEMORY_STRATEGIES[self.config.memory]
+        self._template_shows_tools: bool | None = None
+
+    # -- the prompt ---------------------------------------------------------------------------
+    def build(self, memory: EpisodeMemory) -> BuiltPrompt:
+        """The prompt for the next turn of ``memory``'s episode."""
+        history = memory.history
+        shown = self._select(history, self.config)
+        prompt = self._render(memory, shown)
+        budget = self.config.max_prompt_tokens
+        if budget is None or self._length(prompt) <= budget:
+            return prompt
+        # Fewer exchanges never make a longer prompt: binary-search the most that fit.
+        lo, hi = 0, shown - 1  # answer in [lo, hi]; `shown` itself is over budget
+        best = None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            candidate = self._render(memory, mid)
+            if self._length(candidate) <= budget:
+                best, lo = candidate, mid + 1
+            else:
+                hi = mid - 1
+        if best is not None:
+            return best
+        smallest = self._render(memory, 0)
+        smallest.over_budget = True
+        return smallest
+
+    def messages(self, memory: EpisodeMemory, shown: int | None = None) -> list[dict[str, Any]]:
+        """The chat messages of a prompt showing the latest ``shown`` exchanges (all if None)."""
+        history = memory.history
+        shown = len(history) if shown is None else shown
+        text_mode = self.tokenizer is None
+        system = memory.instructions
+        if memory.tools and (text_mode or not self._shows_tools(memory.tools)):
+            system += TOOLS_SYSTEM_BLOCK.format(schemas="\n".join(json.dumps(t) for t in memory.tools))
+        msgs: list[dict[str, Any]] = []
+        if system:
+            msgs.append({"role": "system", "content": system})
+        msgs.append({"role": "user", "content": memory.task})
+        start = len(history) - shown
+        for index in range(start, len(history)):
+            msgs.extend(self._exchange_messages(history[index], index, text_mode))
+        if history and shown == 0:  # the latest observation is always shown
+            msgs.append(self._answer_message(history[-1], len(history) - 1, text_mode, after_action=False))
+        return msgs
+
+    def _exchange_messages(self, ex: Exchange, index: int, text_mode: bool) -> list[dict[str, Any]]:
+        assistant: dict[str, Any] = {"role": "assistant", "content": ex.action}
+        if text_mode and ex.structured_calls:
+            assistant["tool_calls"] = [
+                {
+                    "id": f"call_{index}_{k}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+                for k, (name, args) in enumerate(map(flat_call, ex.structured_calls))
+            ]
+        return [assistant, self._answer_message(ex, index, text_mode, after_action=True)]
+
+    def _answer_message(self, ex: Exchange, index: int, text_mode: bool, after_action: bool) -> dict[str, Any]:
+        if not ex.tool_output:
+            return {"role": "user", "content": ex.observation}
+        if text_mode:
+            if ex.structured_calls and after_action:
+                return {"role": "tool", "tool_call_id": f"call_{index}_0", "content": ex.observation}
+            return {"role": "user", "content": _mark_tool_output(ex.observation)}
+        return {"role": self.config.tool_role, "content": ex.observation}
+
+    def _render(self, memory: EpisodeMemory, shown: int) -> BuiltPrompt:
+        msgs = self.messages(memory, shown)
+        if self.tokenizer is None:
+            text = "\n".join(f"{m['role']}: {m['content']}" for m in msgs)
+            return BuiltPrompt(messages=msgs, ids=None, text=text, shown=shown)
+        text = self._template(msgs, memory.tools)
+        # Encoded exactly as apply_chat_template(tokenize=True) does: the template already
+        # holds the special tokens, so none are added.
+        ids = self._encode(text)
+        return BuiltPrompt(messages=msgs, ids=ids, text=text, shown=shown)
+
+    def _encode(self, text: str) -> list[int]:
+        # A fast tokenizer's Rust backend gives the same ids without transformers' per-call
+        # input checks (a test holds the two equal).
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            return list(backend.encode(text, add_special_tokens=False).ids)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _template(self, msgs: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
+        return self.tokenizer.apply_chat_template(
+            msgs, tools=tools or None, add_generation_prompt=True, tokenize=False
+        )
+
+    def _shows_tools(self, tools: list[dict[str, Any]]) -> bool:
+        """Whether the chat template renders the tool schemas it is given (checked once)."""
+        if self._template_shows_tools is None:
+            probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+            self._template_shows_tools = self._template(probe, tools) != self._template(probe, [])
+        return self._template_shows_tools
+
+    def _length(self, prompt: BuiltPrompt) -> int:
+        return len(prompt.ids) if prompt.ids is not None else len(prompt.text)
+
+    # -- the reply -------------------------------------------------------------------------------
+    @staticmethod
+    def action_text(completion: Completion) -> str:
+        """What the environment is sent: the reply text, plus structured tool calls as Hermes tags."""
+        if not completion.tool_calls:
+            return completion.text
+        tags = [
+            "<tool_call>" + json.dumps({"name": name, "arguments": args}) + "</tool_call>"
+            for name, args in map(flat_call, completion.tool_calls)
+        ]
+        return "\n".join([completion.text, *tags]) if completion.text else "\n".join(tags)
+
+
+def flat_call(call: dict[str, Any]) -> tuple[str, Any]:
+    """``(name, arguments)`` of a structured call, flat or OpenAI-nested, arguments decoded."""
+    fn = call.get("function") if isinstance(call.get("function"), dict) else call
+    args = fn.get("arguments", {})
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            pass  # left as the model wrote it: the environment's parser reports it
+    return str(fn.get("name", "")), args
+
+
+def _mark_tool_output(text: str) -> str:
+    if text.lstrip().startswith("<tool_output"):
+        return text  # the environment marked it already (format_tool_output)
+    return f"<tool_output>\n{text}\n</tool_output>"

@@ -1,0 +1,85 @@
+"""From a policy spec to an episode runner.
+
+Specs: ``scripted:<name>`` (see :mod:`~turngym.agents.evaluation.scripted`) is handled here;
+every other spec — a Hugging Face id or path, ``smollm2``, ``tiny``, a turngym checkpoint,
+``vllm:...``, ``openai:URL#model`` — goes to ``turngym.agents.models.load_policy(spec)``, and
+the policy it returns is run by the rollout engine through :func:`policy_runner`.
+
+Schemes are a registry (:data:`RUNNER_SCHEMES`: prefix before the first ``:`` -> factory), so
+a new kind of spec is one :func:`register_scheme` call, not another branch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from turngym.agents.evaluation.runner import EpisodeRunner, EvalConfigError, WorkItem
+from turngym.agents.evaluation.scripted import scripted_runner
+from turngym.agents.trajectory import Trajectory
+
+__all__ = ["RUNNER_SCHEMES", "policy_runner", "register_scheme", "runner_for_spec"]
+
+#: ``factory(rest of the spec, options) -> EpisodeRunner``, by spec scheme.
+RUNNER_SCHEMES: dict[str, Callable[[str, dict[str, Any]], EpisodeRunner]] = {
+    "scripted": lambda name, options: scripted_runner(name, options.get("env_kwargs")),
+}
+
+
+def register_scheme(scheme: str, factory: Callable[[str, dict[str, Any]], EpisodeRunner]) -> None:
+    """Handle specs ``<scheme>:<rest>`` with ``factory(rest, options)``."""
+    RUNNER_SCHEMES[scheme] = factory
+
+
+def policy_runner(policy: Any, options: dict[str, Any]) -> EpisodeRunner:
+    """An episode runner that runs a :class:`~turngym.agents.policy.Policy` with the rollout engine.
+
+    Every item becomes one episode (its env, task and seed), all items of a batch that share an
+    environment run together through one engine (one batched ``generate`` per round). Options:
+    ``tokenizer`` (default: ``policy.tokenizer`` when the policy has one, else chat messages),
+    ``rollout`` (a :class:`~turngym.agents.rollout.RolloutConfig`; evaluation defaults to greedy
+    decoding) and ``env_kwargs`` (constructor arguments of the environments).
+    """
+    from turngym.agents.rollout import EpisodeSpec, RolloutConfig, RolloutEngine
+
+    tokenizer = options.get("tokenizer", getattr(policy, "tokenizer", None))
+    config = options.get("rollout") or RolloutConfig(temperature=0.0, progress=False)
+    env_kwargs = options.get("env_kwargs") or {}
+
+    def run(items: Sequence[WorkItem]) -> list[Trajectory]:
+        out: dict[int, Trajectory] = {}
+        by_env: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_env.setdefault(item.env_id, []).append(i)
+        for env_id, indices in by_env.items():
+            engine = RolloutEngine(policy, env_id, tokenizer, config, env_kwargs=env_kwargs)
+            specs = [EpisodeSpec(task=items[i].task_id, seed=items[i].seed, group_id=items[i].task_id,
+                                 traj_id=items[i].traj_id) for i in indices]
+            for i, traj in zip(indices, engine.run_episodes(specs)):
+                out[i] = traj
+        return [out[i] for i in range(len(items))]
+
+    return run
+
+
+def _model_runner(spec: str, options: dict[str, Any]) -> EpisodeRunner:
+    try:
+        models = importlib.import_module("turngym.agents.models")
+    except ModuleNotFoundError as err:
+        if err.name != "turngym.agents.models":
+            raise
+        models = None
+    load_policy = getattr(models, "load_policy", None)
+    if load_policy is None:
+        raise EvalConfigError(f"policy spec {spec!r} needs turngym.agents.models.load_policy, which this installation lacks")
+    return policy_runner(load_policy(spec), options)
+
+
+def runner_for_spec(spec: str, **options: Any) -> EpisodeRunner:
+    """The episode runner for a policy spec (see the module docstring)."""
+    scheme, sep, rest = spec.partition(":")
+    factory = RUNNER_SCHEMES.get(scheme) if sep else None
+    if factory is None:
+        return _model_runner(spec, options)
+    return factory(rest, options)

@@ -1,0 +1,145 @@
+"""The vLLM backend (GPU, extra ``[gpu]``): fast sampling with logprobs, weights pushed in place.
+
+``VLLMPolicy("path/or/hf-id").generate(prompts, sampling) -> list[Completion]``
+
+- Prompts are token-id lists (sent as ``TokensPrompt``, so vLLM never re-tokenises) or chat
+  messages (rendered with the tokenizer's chat template here).
+- Each prompt gets its own ``vllm.SamplingParams`` with its seed, so results do not depend on
+  the batch. Stop strings are kept in the text (``include_stop_str_in_output``); token ids
+  include the EOS token when the model stopped by itself, as :class:`~turngym.agents.hf.HFPolicy`
+  does.
+- Logprobs: ``logprobs=0`` asks vLLM for the sampled token's logprob only. vLLM (V1) computes
+  them from the raw model logits before temperature/top-p (``logprobs_mode="raw_logprobs"``,
+  its default), i.e. temperature-1 logprobs, the same definition as the HF backend. Pass
+  ``logprobs_mode=...`` through ``llm_kwargs`` on versions that accept it to be explicit.
+- :meth:`VLLMPolicy.sync_weights` copies a trainer's (merged, Hugging Face-named) state dict
+  into the running engine's model with the model's own ``load_weights`` (which maps HF names to
+  vLLM's fused layers), then drops the prefix cache, whose KV entries were computed with the old
+  weights. The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so the tensors
+  are handed over by reference, not serialised. LoRA trainers merge adapters before syncing.
+
+vLLM is imported only when this class is used; on a machine without it the constructor
+raises :class:`VLLMUnavailable` with one sentence.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from turngym.agents.policy import Completion, Prompt, SamplingParams
+
+__all__ = ["VLLMPolicy", "VLLMUnavailable", "vllm_available"]
+
+
+class VLLMUnavailable(RuntimeError):
+    """vLLM (extra ``[gpu]``) or a CUDA GPU is missing."""
+
+
+def vllm_available() -> bool:
+    try:
+        import torch
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _load_weights_in_worker(worker: Any, weights: list[tuple[str, Any]]) -> int:
+    """Runs inside the vLLM worker (``collective_rpc`` passes the worker first)."""
+    model = worker.model_runner.model
+    loaded = model.load_weights(weights=iter(weights))
+    return len(loaded) if loaded is not None else len(weights)
+
+
+class VLLMPolicy:
+    """A vLLM engine as a :class:`~turngym.agents.policy.Policy` (see module doc)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        gpu_memory_utilization: float = 0.5,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        enforce_eager: bool = False,
+        seed: int = 0,
+        **llm_kwargs: Any,
+    ) -> None:
+        # In-process engine: sync_weights hands tensors over by reference (must be set before
+        # vllm is imported, since vllm reads its environment at import).
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        try:
+            import vllm
+        except ImportError:
+            raise VLLMUnavailable("the vLLM backend needs vllm and a CUDA GPU: pip install 'turngym[gpu]'") from None
+        self._vllm = vllm
+        self.llm = vllm.LLM(
+            model=model,
+            gpu_memory_utilization=gpu_memory_utilization,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+            seed=seed,
+            **llm_kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        if not prompt:
+            raise ValueError("a prompt must have at least one token or message")
+        if isinstance(prompt[0], dict):
+            ids = self.tokenizer.apply_chat_template(
+                list(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+            return [int(i) for i in ids]
+        return [int(i) for i in prompt]
+
+    def generate(self, prompts: list[Prompt], sampling: SamplingParams) -> list[Completion]:
+        from vllm.inputs import TokensPrompt
+
+        if sampling.seeds is not None and len(sampling.seeds) != len(prompts):
+            raise ValueError(f"got {len(sampling.seeds)} seeds for {len(prompts)} prompts")
+        seeds = sampling.seeds or [None] * len(prompts)
+        inputs = [TokensPrompt(prompt_token_ids=self.prompt_ids(p)) for p in prompts]
+        params = [
+            self._vllm.SamplingParams(
+                n=1,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                stop=list(sampling.stop) or None,
+                include_stop_str_in_output=True,
+                seed=seed,
+                logprobs=0,
+            )
+            for seed in seeds
+        ]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        return [self._completion(out.outputs[0]) for out in outputs]
+
+    @staticmethod
+    def _completion(output: Any) -> Completion:
+        token_ids = [int(t) for t in output.token_ids]
+        logprobs: list[float] = []
+        for token, candidates in zip(token_ids, output.logprobs or []):
+            logprobs.append(float(candidates[token].logprob))
+        return Completion(
+            text=output.text,
+            token_ids=token_ids,
+            logprobs=logprobs,
+            finish_reason="length" if output.finish_reason == "length" else "stop",
+        )
+
+    def sync_weights(self, state_dict: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
+        """Load new weights (Hugging Face parameter names) into the engine in place."""
+        items = state_dict.items() if isinstance(state_dict, Mapping) else state_dict
+        weights = [(name, tensor.detach()) for name, tensor in items]
+        if hasattr(self.llm, "collective_rpc"):  # vLLM >= 0.7, V0 and V1 engines
+            self.llm.collective_rpc(_load_weights_in_worker, args=(weights,))
+        else:  # older V0 engines: the driver worker lives in this process
+            model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+            model.load_weights(weights=iter(weights))
+        if hasattr(self.llm, "reset_prefix_cache"):
+            self.llm.reset_prefix_cache()

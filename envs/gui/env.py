@@ -1,0 +1,208 @@
+"""GUIEnv: an agent operates a real web page in headless Chromium through tools.
+
+Each episode opens a fresh browser context (no state from earlier episodes) in a pooled
+Chromium (:mod:`turngym.sandboxes.browser`), limited to the site's own origin. The agent sees the
+task and an accessibility-tree snapshot with a ref per control (:mod:`turngym.envs.gui.snapshot`)
+and acts with the tools of :mod:`turngym.envs.gui.actions`.
+
+A subclass supplies the site:
+
+- ``_origins()``: the origins the page may load from (everything else is blocked);
+- ``async _open(page, task) -> str``: load the task's page and return the goal text;
+- ``async _outcome(page, answer) -> Outcome``: the task's own check after each step
+  (``answer`` is the text of an ``answer`` call, else None);
+- ``snapshot_root``: the CSS selector of the part of the page the agent sees.
+
+Info: ``anchor`` = :func:`~turngym.envs.gui.snapshot.page_anchor` (path + snapshot without refs),
+``stratum`` = the number of actions run so far, ``success`` at the end, ``tool_calls``,
+``action_valid`` (False for a malformed reply, an unknown tool or ref, or bad arguments).
+``render()`` returns the current snapshot; ``screenshot()`` returns a PNG of the page.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from turngym.envs.core import EnvUnavailable, TurnEnv
+from turngym.envs.gui.actions import TOOLS, parse_actions, perform
+from turngym.envs.gui.snapshot import Snapshot, compact_snapshot, page_anchor
+from turngym.envs.tasks import Task
+from turngym.sandboxes.browser import BrowserConfig, BrowserPool, BrowserSession, BrowserUnavailableError, shared_pool
+from turngym.tools import ToolError, truncate_text
+
+__all__ = ["GUIEnv", "Outcome", "GUI_INSTRUCTIONS"]
+
+GUI_INSTRUCTIONS = (
+    "You operate a web page. Each turn you see the task and a snapshot of the page: one line per "
+    "element; controls you can act on start with a ref such as [e12]. Act by calling tools, e.g. "
+    '<tool_call>{"name": "click", "arguments": {"ref": "e12"}}</tool_call>. Tools: click(ref), '
+    "type(ref, text, submit=false), select(ref, option), press(key), scroll(direction), answer(text). "
+    "Refs come from the latest snapshot only. Call answer(text) to give an answer or to say you are done."
+)
+
+
+@dataclass
+class Outcome:
+    """The task's verdict after a step."""
+
+    done: bool = False
+    reward: float = 0.0
+    success: bool = False
+    detail: str = ""
+
+
+class GUIEnv(TurnEnv):
+    """Base of the browser environments; see the module docstring."""
+
+    instructions = GUI_INSTRUCTIONS
+    max_text_length = 1 << 16
+    snapshot_root: str = "body"
+
+    def __init__(
+        self,
+        suite: Any = None,
+        split: str = "train",
+        max_turns: int = 15,
+        render_mode: str | None = None,
+        snapshot_chars: int = 6000,
+        screenshot_in_info: bool = False,
+        browser: BrowserConfig | dict[str, Any] | None = None,
+        pool: BrowserPool | None = None,
+    ) -> None:
+        super().__init__(suite=suite, split=split, max_turns=max_turns, render_mode=render_mode)
+        self.tools = list(TOOLS)
+        self.snapshot_chars = snapshot_chars
+        self.screenshot_in_info = screenshot_in_info
+        self._browser_config = BrowserConfig.model_validate(browser) if isinstance(browser, dict) else browser
+        self._pool = pool
+        self.session: BrowserSession | None = None
+        self.snapshot = Snapshot("")
+        self.path = ""
+        self.goal = ""
+        self.actions_run = 0
+
+    # -- what a site provides ---------------------------------------------------------------
+    def _origins(self) -> list[str]:
+        raise NotImplementedError
+
+    async def _open(self, page: Any, task: Task) -> str:
+        raise NotImplementedError
+
+    async def _outcome(self, page: Any, answer: str | None) -> Outcome:
+        raise NotImplementedError
+
+    # -- browser plumbing -------------------------------------------------------------------
+    @property
+    def pool(self) -> BrowserPool:
+        if self._pool is None or self._pool.closed:
+            try:
+                self._pool = shared_pool(self._browser_config)
+            except BrowserUnavailableError as err:
+                raise EnvUnavailable(str(err)) from None
+        return self._pool
+
+    def _new_session(self) -> BrowserSession:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        self.session = self.pool.new_session(self._origins())
+        return self.session
+
+    async def _observe(self, page: Any) -> tuple[str, Snapshot]:
+        await page.wait_for_load_state("load")
+        root = page.locator(self.snapshot_root)
+        raw = await root.aria_snapshot(mode="ai") if await root.count() else ""
+        parts = urllib.parse.urlsplit(page.url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        return path, compact_snapshot(raw)
+
+    def _page_text(self) -> str:
+        body, _ = truncate_text(self.snapshot.text, self.snapshot_chars)
+        return f"Page: {self.path}\n{body}"
+
+    def _info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"anchor": page_anchor(self.path, self.snapshot.text), "stratum": self.actions_run}
+        if self.screenshot_in_info:
+            info["screenshot"] = self.screenshot()
+        return info
+
+    # -- the TurnEnv hooks ------------------------------------------------------------------
+    def _reset_task(self, task: Task) -> tuple[str, dict[str, Any]]:
+        session = self._new_session()
+        self.actions_run = 0
+
+        async def start(page: Any) -> tuple[str, str, Snapshot]:
+            goal = await self._open(page, task)
+            path, snap = await self._observe(page)
+            return goal, path, snap
+
+        self.goal, self.path, self.snapshot = session.run(start)
+        return f"Task: {self.goal}\n\n{self._page_text()}", self._info()
+
+    def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
+        assert self.session is not None
+        parsed = parse_actions(action, self.snapshot.targets)
+        if parsed.error:
+            obs = f"Invalid action: {parsed.error}\n\n{self._page_text()}"
+            return obs, 0.0, False, {"action_valid": False, **self._info()}
+
+        async def act(page: Any) -> tuple[list[str], bool, str | None, Outcome, str, Snapshot]:
+            notes: list[str] = []
+            valid, answer = True, None
+            for call, args in parsed.calls:
+                try:
+                    notes.append(await perform(page, call, args))
+                except ToolError as err:
+                    notes.append(f"error: {err}")
+                    valid = False
+                    break
+                except Exception as err:  # a Playwright timeout or a detached element
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    notes.append(f"error: {call.name} failed: {first}")
+                    break
+                self.actions_run += 1
+                if call.name == "answer":
+                    answer = args.text  # type: ignore[attr-defined]
+                    break
+            outcome = await self._outcome(page, answer)
+            path, snap = await self._observe(page)
+            return notes, valid, answer, outcome, path, snap
+
+        notes, valid, answer, outcome, self.path, self.snapshot = self.session.run(act)
+        done = outcome.done or answer is not None
+        info: dict[str, Any] = {
+            "action_valid": valid,
+            "tool_calls": [{"name": c.name, "arguments": dict(c.arguments)} for c, _ in parsed.calls],
+            **self._info(),
+        }
+        if done:
+            info["success"] = outcome.success
+        obs = "\n".join(notes) + (f"\n{outcome.detail}" if outcome.detail else "")
+        obs += "\n\n" + ("Episode over." if done else self._page_text())
+        return obs, (outcome.reward if done else 0.0), done, info
+
+    def _render_text(self) -> str:
+        return f"Task: {self.goal}\n\n{self._page_text()}" if self.session else ""
+
+    # -- extras -------------------------------------------------------------------------------
+    def screenshot(self, full_page: bool = False) -> bytes:
+        """A PNG of the current page (for vision-language models and ``turngym play``)."""
+        if self.session is None:
+            raise RuntimeError("call reset() before screenshot()")
+        return self.session.run(lambda page: page.screenshot(full_page=full_page, type="png"))
+
+    def example_actions(self) -> list[str]:
+        ref = self.snapshot.refs[0] if self.snapshot.refs else "e1"
+        return [
+            f'<tool_call>{{"name": "click", "arguments": {{"ref": "{ref}"}}}}</tool_call>',
+            '<tool_call>{"name": "scroll", "arguments": {"direction": "down"}}</tool_call>',
+            "I am not sure what to do.",
+        ]
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        super().close()

@@ -1,0 +1,273 @@
+"""SearchEnv: answer a (multi-hop) question by searching a corpus, reading passages, answering.
+
+Tools (Hermes ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, several per reply
+allowed up to ``max_calls_per_turn``):
+
+- ``search(query, k)``: the top-k passages as ``[rank] doc_id | title`` + a snippet;
+- ``open(doc_id)``: the full passage;
+- ``answer(text)``: the final answer; ends the episode. ``<answer>text</answer>`` (the Search-R1
+  convention) is accepted as the same call.
+
+Observation: the results of the reply's calls, each wrapped by ``format_tool_output`` and the
+whole turn cut to ``observation_chars``. A reply with no tool call, unparseable JSON, an unknown
+tool or bad arguments gets an error observation and ``info["action_valid"] = False``.
+
+Reward (only at ``answer``; 0 otherwise, and 0 when the turn budget runs out):
+``correct * max(0, 1 - tool_cost * tool_calls)`` where ``correct`` is the exact match or the
+token F1 (``reward_metric``) of the answer against the gold answers, normalised as in SQuAD,
+and ``tool_calls`` counts the search and open calls (the OTC-style tool-cost term, off by
+default). Each invalid reply adds ``-invalid_penalty`` (the format term, off by default).
+
+Info: ``stratum`` = number of search calls so far (Stratified GRPO); ``anchor`` = (question,
+ids of the last search's results) (GiGPO); at the answer ``em``, ``f1``, ``answer`` and
+``success`` (= exact match).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from turngym.envs.core import TurnEnv
+from turngym.envs.search.corpus import Corpus, load_corpus, load_task_file
+from turngym.envs.search.metrics import score_answer, tool_cost_factor
+from turngym.envs.search.retrieval import Retriever, SearchBackendError, make_retriever
+from turngym.envs.tasks import SuiteError, Task, TaskSuite
+from turngym.tools import Tool, ToolCall, ToolError, format_tool_output, parse_tool_calls, truncate_text
+
+__all__ = ["SearchEnv", "SearchOptions", "SEARCH_TOOLS"]
+
+
+class SearchArgs(BaseModel):
+    query: str = Field(min_length=1)
+    """What to search for (keywords or a question)."""
+    k: int | None = Field(default=None, ge=1)
+    """How many results (default 5, capped by the environment)."""
+
+
+class OpenArgs(BaseModel):
+    doc_id: str = Field(min_length=1)
+    """The id of a passage, as shown in search results."""
+
+
+class AnswerArgs(BaseModel):
+    text: str
+    """The final answer: a short span (a name, a date, yes/no), not a sentence."""
+
+
+SEARCH_TOOL = Tool("search", "Search the document collection; returns the top passages with their ids and titles.", SearchArgs)
+OPEN_TOOL = Tool("open", "Read the full passage with the given id.", OpenArgs)
+ANSWER_TOOL = Tool("answer", "Give the final answer (a short span) and end the episode.", AnswerArgs)
+SEARCH_TOOLS = [SEARCH_TOOL, OPEN_TOOL, ANSWER_TOOL]
+
+HELP = (
+    'Call a tool as <tool_call>{"name": "search", "arguments": {"query": "..."}}</tool_call>; '
+    'tools: search(query, k), open(doc_id), answer(text).'
+)
+_ANSWER_TAG = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
+
+
+def _snippet(text: str, limit: int) -> str:
+    """The start of ``text``, cut at a word boundary within ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit].rsplit(" ", 1)[0] if limit else ""
+    return f"{head} ..." if head else ""
+
+
+class SearchOptions(BaseModel):
+    """The search environment's options (keyword arguments of ``turngym.make``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: str | None = None
+    """Path of a JSONL(.gz) corpus of {id, title, text}; None: the packaged multi-hop QA corpus."""
+    retriever: str = "bm25"
+    """Retriever name from the registry: bm25, dense, hybrid, web, or one you registered."""
+    retriever_options: dict[str, Any] = Field(default_factory=dict)
+    """Options of that retriever (e.g. cache_dir; url for web)."""
+    default_k: int = Field(default=5, ge=1)
+    """Results per search when the call gives no k."""
+    max_k: int = Field(default=10, ge=1)
+    """Most results one search may return."""
+    snippet_chars: int = Field(default=200, ge=0)
+    """Characters of passage text shown per search result."""
+    open_chars: int = Field(default=2000, ge=1)
+    """Characters of an opened passage (head and tail kept)."""
+    observation_chars: int = Field(default=6000, ge=200)
+    """Budget of one turn's observation, shared by the reply's calls."""
+    max_calls_per_turn: int = Field(default=4, ge=1)
+    """Tool calls run per reply; further calls are skipped with a note."""
+    reward_metric: Literal["em", "f1"] = "em"
+    """Reward for the answer: exact match or token F1 (SQuAD normalisation)."""
+    tool_cost: float = Field(default=0.0, ge=0.0)
+    """OTC-style cost: correctness is scaled by max(0, 1 - tool_cost * (search + open calls))."""
+    invalid_penalty: float = Field(default=0.0, ge=0.0)
+    """Format term: subtracted for every reply that is not a valid tool call."""
+    tool_call_style: str = "hermes"
+    """Tool-call syntax (a style registered in turngym.tools.parsers)."""
+
+
+class SearchEnv(TurnEnv):
+    """Multi-hop question answering with search, open and answer tools."""
+
+    description = "Multi-hop QA: search a local corpus (BM25), open passages, answer; EM/F1 reward."
+    instructions = (
+        "Answer the question by searching a collection of encyclopedia passages. "
+        "Use the tools: search(query, k) returns passages with their ids and titles; open(doc_id) "
+        "shows a full passage; answer(text) gives your final answer and ends the episode. "
+        "Questions often need two or more searches (find the first fact, then search for the next). "
+        'Call a tool as <tool_call>{"name": "search", "arguments": {"query": "..."}}</tool_call>. '
+        "Answer with a short span (a name, a date, a number, yes or no), not a sentence."
+    )
+
+    def __init__(
+        self,
+        suite: str | TaskSuite | None = "search-multihop",
+        split: str = "train",
+        max_turns: int = 10,
+        render_mode: str | None = None,
+        **options: Any,
+    ) -> None:
+        if isinstance(suite, (str, Path)) and str(suite).endswith(".gz"):
+            suite = load_task_file(suite)
+        super().__init__(suite=suite, split=split, max_turns=max_turns, render_mode=render_mode)
+        try:
+            self.options = SearchOptions(**options)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "options"
+            raise ValueError(f"invalid option for SearchEnv: {where}: {first['msg']}") from None
+        self.tools = list(SEARCH_TOOLS)
+        self._tools_by_name = {t.name: t for t in self.tools}
+        self._handlers = {"search": self._search, "open": self._open, "answer": self._answer}
+        self._corpus: Corpus | None = None
+        self._retriever: Retriever | None = None
+        self.search_calls = 0
+        self.tool_call_count = 0
+        self.last_result_ids: tuple[str, ...] = ()
+        self._finished: dict[str, Any] | None = None
+
+    # -- lazily built, shared resources -----------------------------------------------------
+    @property
+    def corpus(self) -> Corpus:
+        if self._corpus is None:
+            self._corpus = load_corpus(self.options.corpus)
+        return self._corpus
+
+    @property
+    def retriever(self) -> Retriever:
+        if self._retriever is None:
+            corpus = None if self.options.retriever == "web" and self.options.corpus is None else self.corpus
+            self._retriever = make_retriever(self.options.retriever, corpus, self.options.retriever_options)
+        return self._retriever
+
+    # -- the episode ------------------------------------------------------------------------
+    def _question(self) -> str:
+        assert self.task is not None
+        return self.task.prompt
+
+    def _info(self) -> dict[str, Any]:
+        return {"stratum": self.search_calls, "anchor": (self._question(), self.last_result_ids)}
+
+    def _reset_task(self, task: Task) -> tuple[str, dict[str, Any]]:
+        if task.answer in (None, "", []):
+            raise SuiteError(f"task {task.id!r} has no gold answer")
+        _ = self.retriever  # build or load the index now, not inside the first step
+        self.search_calls = 0
+        self.tool_call_count = 0
+        self.last_result_ids = ()
+        obs = f"Question: {task.prompt}\n{HELP}"
+        return obs, self._info()
+
+    def _parse(self, action: str) -> tuple[list[ToolCall], str]:
+        """The reply's tool calls, or ``([], why it is invalid)``."""
+        parsed = parse_tool_calls(action, self.options.tool_call_style)
+        if parsed.errors:
+            return [], parsed.errors[0]
+        calls = list(parsed.calls)
+        calls += [ToolCall(name="answer", arguments={"text": text}) for text in _ANSWER_TAG.findall(action)]
+        if not calls:
+            return [], "no tool call found"
+        return calls, ""
+
+    def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
+        calls, why = self._parse(action)
+        if not calls:
+            obs = f"Invalid reply ({why}). {HELP}"
+            return obs, -self.options.invalid_penalty, False, {"action_valid": False, **self._info()}
+        budget = self.options.observation_chars // min(len(calls), self.options.max_calls_per_turn)
+        outputs, ran, valid = [], [], True
+        self._finished = None
+        for i, call in enumerate(calls):
+            if i >= self.options.max_calls_per_turn:
+                outputs.append(f"(skipped {len(calls) - i} more tool calls: at most {self.options.max_calls_per_turn} per reply)")
+                break
+            tool = self._tools_by_name.get(call.name)
+            try:
+                if tool is None:
+                    raise ToolError(f"unknown tool {call.name!r}; tools: {', '.join(self._tools_by_name)}")
+                args = tool.validate(call)
+                text = self._handlers[tool.name](args)
+                ran.append({"name": tool.name, "arguments": args.model_dump()})
+            except ToolError as err:
+                valid = False
+                text = f"error: {err}"
+            outputs.append(format_tool_output(call.name, text, limit=budget))
+            if self._finished is not None:
+                break
+        obs, _ = truncate_text("\n".join(outputs), self.options.observation_chars)
+        info: dict[str, Any] = {"action_valid": valid, "tool_calls": ran, **self._info()}
+        reward = 0.0 if valid else -self.options.invalid_penalty
+        if self._finished is not None:
+            info.update(self._finished)
+            reward += info.pop("reward")
+            return obs, reward, True, info
+        return obs, reward, False, info
+
+    # -- the tools --------------------------------------------------------------------------
+    def _search(self, args: SearchArgs) -> str:
+        k = min(args.k or self.options.default_k, self.options.max_k)
+        self.search_calls += 1
+        self.tool_call_count += 1
+        try:
+            hits = self.retriever.search(args.query, k)
+        except SearchBackendError as err:  # the backend's fault, not the agent's: a valid call
+            self.last_result_ids = ()
+            return f"error: search failed: {err}"
+        self.last_result_ids = tuple(h.doc.id for h in hits)
+        if not hits:
+            return f"No results for {args.query!r}."
+        lines = [f"Results for {args.query!r}:"]
+        for rank, hit in enumerate(hits, 1):
+            snippet = _snippet(hit.doc.text, self.options.snippet_chars)
+            lines.append(f"[{rank}] {hit.doc.id} | {hit.doc.title}" + (f"\n    {snippet}" if snippet else ""))
+        return "\n".join(lines)
+
+    def _open(self, args: OpenArgs) -> str:
+        self.tool_call_count += 1
+        doc = self.retriever.get(args.doc_id.strip())
+        if doc is None:
+            raise ToolError(f"no passage with id {args.doc_id!r}; use an id from the search results")
+        text, _ = truncate_text(doc.text, self.options.open_chars)
+        return f"{doc.id} | {doc.title}\n{text}"
+
+    def _answer(self, args: AnswerArgs) -> str:
+        assert self.task is not None
+        golds = self.task.answer if isinstance(self.task.answer, list) else [str(self.task.answer)]
+        scores = score_answer(args.text, golds)
+        correct = scores[self.options.reward_metric]
+        reward = correct * tool_cost_factor(self.tool_call_count, self.options.tool_cost)
+        self._finished = {"reward": reward, "success": scores["em"] == 1.0, "answer": args.text, **scores}
+        return f"Answer recorded: {args.text}"
+
+    def example_actions(self) -> list[str]:
+        return [
+            '<tool_call>{"name": "search", "arguments": {"query": "Shirley Temple government position"}}</tool_call>',
+            '<tool_call>{"name": "open", "arguments": {"doc_id": "00000000"}}</tool_call>',
+            "I think the answer is <answer>Chief of Protocol</answer>",
+            "no tool call here",
+        ]

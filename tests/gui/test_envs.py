@@ -1,0 +1,159 @@
+"""The GUI environments with a real Chromium: scripted policies solve them, random ones do not."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from turngym.envs.gui.apps.tasks import TASK_KINDS, load_webapps
+from turngym.envs.gui.miniwob import CORE_TASKS, POINTER_TASKS, MiniWoBEnv, load_miniwob, load_miniwob_core, load_miniwob_heldout
+from turngym.envs.gui.scripted import call, random_reply, solve_reply
+from turngym.envs.gui.webapps import WebAppEnv
+
+MINIWOB = load_miniwob_core()
+WEBAPPS = load_webapps()
+
+
+@pytest.fixture(scope="module")
+def miniwob(pool):
+    env = MiniWoBEnv(suite=MINIWOB, pool=pool)
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def webapps(pool):
+    env = WebAppEnv(suite=WEBAPPS, pool=pool)
+    yield env
+    env.close()
+
+
+def run_episode(env, task_id, policy, max_steps=8):
+    obs, info = env.reset(options={"task": task_id})
+    total, steps = 0.0, 0
+    for steps in range(1, max_steps + 1):
+        obs, reward, terminated, truncated, info = env.step(policy(env.task, obs))
+        total += reward
+        if terminated or truncated:
+            break
+    return total, info, steps
+
+
+@pytest.mark.parametrize("name", CORE_TASKS)
+def test_scripted_policy_solves_miniwob_task(miniwob, name):
+    total, info, steps = run_episode(miniwob, f"{name}/10000", solve_reply)
+    assert (total, info["success"], steps) == (1.0, True, 1)
+
+
+@pytest.mark.parametrize("kind", sorted(TASK_KINDS))
+def test_scripted_policy_solves_every_webapp_task_kind(webapps, kind):
+    total, info, steps = run_episode(webapps, f"{kind}/1000", solve_reply)
+    assert total == 1.0 and info["success"] is True
+    assert info["stratum"] >= steps  # actions run so far
+
+
+def test_random_policy_mostly_fails(miniwob, webapps):
+    rng = np.random.default_rng(0)
+    random_policy = lambda task, obs: random_reply(rng, obs)  # noqa: E731
+    results = [run_episode(miniwob, f"{name}/10001", random_policy, max_steps=3)[1].get("success") for name in CORE_TASKS]
+    results += [run_episode(webapps, f"{kind}/1001", random_policy, max_steps=4)[1].get("success") for kind in sorted(TASK_KINDS)]
+    assert sum(bool(s) for s in results) <= len(results) // 2, results
+
+
+def test_invalid_ref_is_an_error_observation(webapps):
+    obs, info = webapps.reset(options={"task": "shop-add/0"})
+    obs2, reward, terminated, truncated, info2 = webapps.step(call("click", ref="e999"))
+    assert info2["action_valid"] is False and reward == 0.0 and not terminated
+    assert "no element with ref 'e999'" in obs2
+    assert info2["anchor"] == info["anchor"]  # nothing happened to the page
+    obs3, *_, info3 = webapps.step("I would like to buy a shirt")
+    assert info3["action_valid"] is False and "no tool call found" in obs3
+
+
+def test_a_failing_action_is_reported_and_the_episode_goes_on(webapps):
+    webapps.reset(options={"task": "shop-add/0"})
+    search_box = webapps.snapshot.refs[webapps.snapshot.text.count("\n") and 2]  # any ref will do
+    obs, reward, terminated, _, info = webapps.step(call("select", ref=search_box, option="x"))
+    assert "error:" in obs and not terminated and info["action_valid"] is False
+
+
+def test_wrong_answer_ends_the_episode_unsolved(webapps):
+    obs, _ = webapps.reset(options={"task": "shop-price/1000"})
+    obs, reward, terminated, _, info = webapps.step(call("answer", text="1.00"))
+    assert (reward, terminated, info["success"]) == (0.0, True, False)
+
+
+def test_same_task_same_actions_same_observations(webapps, pool):
+    other = WebAppEnv(suite=WEBAPPS, pool=pool)  # another server on another port
+    try:
+        traces = []
+        for env in (webapps, other):
+            obs, info = env.reset(options={"task": "form-register/3"})
+            trace = [obs, info["anchor"]]
+            for _ in range(2):
+                obs, reward, term, trunc, info = env.step(solve_reply(env.task, obs))
+                trace += [obs, reward, info["anchor"]]
+            traces.append(trace)
+        assert traces[0] == traces[1]
+    finally:
+        other.close()
+
+
+def test_render_and_screenshot(webapps):
+    obs, _ = webapps.reset(options={"task": "settings-update/0"})
+    assert webapps.render() == obs
+    png = webapps.screenshot()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_screenshot_in_info(pool):
+    env = WebAppEnv(suite=WEBAPPS, pool=pool, screenshot_in_info=True)
+    try:
+        _, info = env.reset(options={"task": "shop-add/0"})
+        assert info["screenshot"][:4] == b"\x89PNG"
+    finally:
+        env.close()
+
+
+def test_miniwob_splits():
+    core = load_miniwob_core()
+    assert core.splits() == {"train": 50 * len(CORE_TASKS), "test": 20 * len(CORE_TASKS)}
+    full = load_miniwob()
+    names = {t.metadata["task"] for t in full}
+    assert len(names) > 80 and not names & POINTER_TASKS
+    held = load_miniwob_heldout()
+    train = {t.metadata["task"] for t in held.split("train")}
+    test = {t.metadata["task"] for t in held.split("test")}
+    assert train and test and not train & test and train | test == names
+
+
+@pytest.mark.parametrize("make", [lambda pool: MiniWoBEnv(suite=MINIWOB, pool=pool), lambda pool: WebAppEnv(suite=WEBAPPS, pool=pool)])
+def test_gymnasium_check_env(pool, make):
+    env = make(pool)
+    try:
+        check_env(env.unwrapped, skip_render_check=True)
+    finally:
+        env.close()
+
+
+def test_concurrent_episodes_share_one_browser(pool):
+    envs = [WebAppEnv(suite=WEBAPPS, pool=pool) for _ in range(4)]
+    kinds = ["shop-add", "form-register", "settings-update", "shop-remove"]
+    results: dict[int, float] = {}
+
+    def work(i):
+        results[i] = run_episode(envs[i], f"{kinds[i]}/1002", solve_reply)[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        for env in envs:
+            env.close()
+    assert results == {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}

@@ -1,0 +1,137 @@
+"""Fixtures for the sandbox tests: one fresh sandbox per test, for each backend.
+
+Docker tests skip (with the reason) when the Engine is unreachable or the image is not built;
+CI builds it with scripts/ci-docker.sh. After the session no turngym container may be left.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from turngym.sandboxes import LocalSandbox, SandboxLimits
+from turngym.sandboxes.local import NOBODY_UID, bwrap_available
+
+# Small limits so the hostile cases stay cheap on a 2-core CI machine.
+LIMITS = SandboxLimits(timeout_s=10, memory_mb=256, pids=64, output_bytes=64 * 1024,
+                       output_kill_bytes=4 * 1024 * 1024, file_size_mb=8, workdir_mb=32)
+
+
+def docker_skip_reason() -> str | None:
+    from turngym.sandboxes.docker import default_image, docker_client
+    from turngym.sandboxes.errors import SandboxUnavailable
+
+    try:
+        client = docker_client()
+    except SandboxUnavailable as err:
+        return f"Docker not reachable: {err}"
+    if not client.images.list(name=default_image()):
+        return f"sandbox image {default_image()} missing: run `turngym sandbox build-image`"
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_ready():
+    reason = docker_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    yield
+    from turngym.sandboxes.docker import docker_client
+
+    left = docker_client().containers.list(all=True, filters={"label": "turngym.sandbox"})
+    assert not left, f"sandbox containers left behind: {[c.name for c in left]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_containers_left_after_session():
+    yield
+    if docker_skip_reason() is None:
+        from turngym.sandboxes.docker import docker_client
+
+        left = docker_client().containers.list(all=True, filters={"label": "turngym.sandbox"})
+        assert not left, f"sandbox containers left behind: {[c.name for c in left]}"
+
+
+def make_backend(name: str, limits: SandboxLimits = LIMITS):
+    if name == "docker":
+        from turngym.sandboxes.docker import DockerSandbox
+
+        return DockerSandbox(limits)
+    if not bwrap_available():
+        pytest.skip("bubblewrap is not usable here (apt-get install bubblewrap)")
+    return LocalSandbox(limits, isolation="bwrap")
+
+
+@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
+def backend(request) -> str:
+    if request.param == "docker":
+        request.getfixturevalue("docker_ready")
+    return request.param
+
+
+@pytest.fixture
+def sandbox(backend):
+    sb = make_backend(backend)
+    yield sb
+    sb.close()
+
+
+def sandbox_processes(sb) -> list[str]:
+    """Processes of the sandbox user still alive (should be none between execs)."""
+    from turngym.sandboxes.local import LocalSandbox as _Local
+
+    if isinstance(sb, _Local):
+        if os.geteuid() != 0:
+            return []  # the sandbox runs as our own uid: nothing to tell apart
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                            continue  # dead, waiting for the host's init to reap it
+                    if os.stat(f"/proc/{entry}").st_uid == NOBODY_UID:
+                        with open(f"/proc/{entry}/cmdline", "rb") as f:
+                            found.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
+                except OSError:
+                    continue
+        return found
+    top = sb.api.top(sb.id, ps_args="-o uid,pid,args")
+    return [" ".join(p) for p in top.get("Processes") or [] if p[0] == "1000"]
+
+
+@pytest.fixture
+def limits() -> SandboxLimits:
+    return LIMITS
+
+
+@pytest.fixture
+def new_sandbox(backend):
+    """A factory of extra sandboxes of the test's backend, closed at the end of the test."""
+    made = []
+
+    def factory(limits: SandboxLimits = LIMITS):
+        sb = make_backend(backend, limits)
+        made.append(sb)
+        return sb
+
+    yield factory
+    for sb in made:
+        sb.close()
+
+
+@pytest.fixture
+def after():
+    """What every hostile case ends with: nothing left running, the next command works."""
+
+    def check(sb) -> None:
+        deadline = time.monotonic() + 5  # killed processes can take a moment to be reaped
+        while (left := sandbox_processes(sb)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert left == []
+        nxt = sb.exec("echo next")
+        assert (nxt.status, nxt.stdout) == ("ok", "next\n")
+
+    return check

@@ -1,0 +1,118 @@
+"""Checkpoints: everything needed to continue a run exactly.
+
+A checkpoint is a folder ``step-000123/`` holding the model weights (or only the LoRA adapters
+when the model is a peft model), the optimizer state, the RNG states (Python, NumPy, torch),
+the trainer state (step, data cursor, metric history) and the config. It is written into a
+temporary folder and renamed into place, so a run killed mid-write never leaves a half
+checkpoint; ``latest`` names the newest complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "rng_state", "set_rng_state"]
+
+
+def rng_state(np_rng: np.random.Generator | None = None) -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy_global": np.random.get_state(),
+        "numpy": np_rng.bit_generator.state if np_rng is not None else None,
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any], np_rng: np.random.Generator | None = None) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy_global"])
+    if np_rng is not None and state.get("numpy") is not None:
+        np_rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _is_peft(model: torch.nn.Module) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+    np_rng: np.random.Generator | None = None,
+    tokenizer: Any = None,
+    keep: int = 3,
+) -> Path:
+    run_dir = Path(run_dir)
+    ckpt_root = run_dir / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"step-{step:06d}"
+    tmp = ckpt_root / f".tmp-step-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(tmp / "model")  # a peft model saves only its adapters
+    else:
+        torch.save(model.state_dict(), tmp / "model.pt")
+    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(tmp / "model")
+    torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state(np_rng)}, tmp / "state.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}, default=float))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    latest_tmp = ckpt_root / ".latest.tmp"
+    latest_tmp.write_text(final.name)
+    latest_tmp.replace(ckpt_root / "latest")
+    old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
+    for stale in old[:-keep] if keep > 0 else []:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    return path if path.is_dir() else None
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    np_rng: np.random.Generator | None = None,
+) -> dict[str, Any]:
+    """Restore model weights, optimizer and RNG states in place; returns the trainer state."""
+    path = Path(path)
+    if _is_peft(model):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        adapter = next((path / "model").glob("adapter_model.*"))
+        state = load_file(adapter) if adapter.suffix == ".safetensors" else torch.load(adapter)
+        set_peft_model_state_dict(model, state)
+    elif (path / "model.pt").is_file():
+        model.load_state_dict(torch.load(path / "model.pt"))
+    else:
+        from transformers import AutoModelForCausalLM
+
+        loaded = AutoModelForCausalLM.from_pretrained(path / "model", dtype=next(model.parameters()).dtype)
+        model.load_state_dict(loaded.state_dict())
+    state = torch.load(path / "state.pt", weights_only=False)
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"], np_rng)
+    return json.loads((path / "trainer_state.json").read_text())

@@ -1,0 +1,160 @@
+"""The training config: one flat pydantic model per component, and the whole run as their sum.
+
+No environment-specific keys: an environment is an id plus its constructor kwargs, so adding an
+environment never touches this file. YAML examples live in ``examples/``; any field can be
+overridden on the command line (``turngym train CONFIG --set optim.lr=1e-5``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from turngym.agents.rollout import RolloutConfig
+from turngym.trainers.losses import LossConfig
+
+__all__ = ["EnvConfig", "PolicyConfig", "EstimatorConfig", "OptimConfig", "RunConfig", "SFTConfig", "TrainConfig"]
+
+_STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class TrainRolloutConfig(RolloutConfig):
+    """The rollout engine's config (``turngym.agents.rollout.RolloutConfig``); unknown keys are errors."""
+
+    model_config = _STRICT
+
+
+class EnvConfig(BaseModel):
+    """Which environment to train on."""
+
+    model_config = _STRICT
+    id: str = "turngym/Sokoban-v0"
+    """A registered environment id (``turngym envs``)."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Constructor arguments of the environment (passed to ``turngym.make``)."""
+    train_split: str = "train"
+    """Split the training tasks come from."""
+    eval_split: str = "test"
+    """Held-out split of the periodic evaluation."""
+
+
+class PolicyConfig(BaseModel):
+    """The model being trained."""
+
+    model_config = _STRICT
+    model: str = "tiny"
+    """A model spec (``tiny``, ``tiny-markov``, ``smollm2``, a directory or a Hugging Face id)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    lora: bool = False
+    """Train LoRA adapters (peft) instead of all weights; the reference model is then the
+    adapter-disabled base."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA path."""
+    lora_target_modules: list[str] | None = None
+    """Module names to adapt (None: peft's default for the architecture)."""
+    max_batch_size: int = 64
+    """Most prompts per generate call."""
+
+
+class EstimatorConfig(BaseModel):
+    """How turns are credited (``turngym.trainers.estimate``)."""
+
+    model_config = _STRICT
+    name: str = "grpo"
+    """Estimator name: grpo, dr_grpo, rloo, reinforce_pp, gigpo, flow_grpo, stratified."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Estimator options (ALGORITHMS.md), e.g. ``{mode: mean_std_norm, gamma: 0.95}``."""
+
+
+class OptimConfig(BaseModel):
+    """The optimiser and the shape of an update."""
+
+    model_config = _STRICT
+    lr: float = 1e-5
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip (0 disables)."""
+    ppo_epochs: int = Field(1, ge=1)
+    """Passes over each batch of rollouts."""
+    mini_batches: int = Field(1, ge=1)
+    """Optimizer steps per pass (the rows are split into this many mini-batches)."""
+    micro_batch_tokens: int = Field(8192, ge=1)
+    """Padded-token budget of one forward/backward micro-batch (length-bucketed)."""
+
+
+class RunConfig(BaseModel):
+    """The loop around the updates."""
+
+    model_config = _STRICT
+    steps: int = Field(50, ge=0)
+    """Training steps (one step = one batch of rollouts and its update)."""
+    tasks_per_step: int = Field(8, ge=1)
+    """Distinct tasks per step; each is rolled out ``rollout.group_size`` times."""
+    seed: int = 0
+    """Seed of the data order, sampling and initialisation."""
+    out_dir: str = "runs/default"
+    """Where checkpoints, metrics, plots and evaluations go."""
+    eval_every: int = Field(10, ge=0)
+    """Evaluate on the held-out split every N steps (0: only at the start and the end)."""
+    eval_tasks: int | None = Field(None, ge=1)
+    """Held-out tasks per evaluation (None: the whole split)."""
+    eval_runs: int = Field(1, ge=1)
+    """Episodes per held-out task."""
+    eval_temperature: float = 0.0
+    """Sampling temperature for evaluation (0 = greedy)."""
+    checkpoint_every: int = Field(10, ge=0)
+    """Checkpoint every N steps (and always at the end); 0: only at the end."""
+    keep_checkpoints: int = 2
+    """How many checkpoints to keep."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal and refill with new rollouts."""
+    max_refill_rounds: int = 10
+    """DAPO: most refill rounds per step."""
+    tensorboard: bool = True
+    """Write TensorBoard event files beside metrics.jsonl."""
+    wandb: bool = False
+    """Log to Weights & Biases (needs ``pip install wandb``)."""
+    sample_trajectories: int = 4
+    """Trajectories saved per evaluation for inspection."""
+    deterministic: bool = False
+    """torch deterministic algorithms (exact resume equivalence; slower on GPU)."""
+
+
+class SFTConfig(BaseModel):
+    """Supervised warm start on the environment's expert demonstrations (``expert_reply``)."""
+
+    model_config = _STRICT
+    enabled: bool = False
+    """Run the warm start before RL (``turngym train``); ``turngym sft`` runs it alone."""
+    episodes: int = Field(200, ge=1)
+    """Expert episodes to record (over the train split)."""
+    epochs: int = Field(3, ge=1)
+    """Passes over the demonstrations."""
+    lr: float = 1e-3
+    """AdamW learning rate of the warm start."""
+    batch_rows: int = Field(64, ge=1)
+    """Demonstration turns per optimizer step."""
+    max_seconds: float | None = None
+    """Stop the warm start after this long (a budget, for the main job)."""
+
+
+class TrainConfig(BaseModel):
+    """A whole training run."""
+
+    model_config = _STRICT
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    rollout: TrainRolloutConfig = Field(default_factory=TrainRolloutConfig)
+    estimator: EstimatorConfig = Field(default_factory=EstimatorConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
