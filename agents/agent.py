@@ -23,6 +23,8 @@ The contract
 - Exact ids: with a tokenizer the prompt is rendered to text and encoded once; the ids are the
   ones the policy is given and the ones the trainer trains on. Response ids are never
   re-derived from text: they are what the policy generated (:class:`~turngym.agents.trajectory.Turn`).
+- Message dicts are made once per exchange and shared by later prompts: a policy must not
+  mutate the messages it is given.
 - Without a tokenizer (an HTTP policy that applies its own template) the prompt is the chat
   messages; tool schemas go into the system message, and tool answers are ``user`` messages
   wrapped in ``<tool_output>`` markers unless the policy returned structured tool calls, in
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from turngym.agents.policy import Completion
 
 __all__ = [
@@ -76,6 +79,9 @@ class Exchange:
     """Whether the answer is tool output (the turn ran tool calls)."""
     structured_calls: list[dict[str, Any]] = field(default_factory=list)
     """Tool calls the policy returned as structure (OpenAI-compatible endpoints)."""
+    rendered: dict[Any, list[dict[str, Any]]] = field(default_factory=dict, repr=False, compare=False)
+    """The agent's messages for this exchange, made once and shared by every later prompt
+    (a batch of long episodes then allocates a few objects per turn, not the whole history)."""
 
 
 @dataclass
@@ -88,6 +94,8 @@ class EpisodeMemory:
     task: str
     """The first observation."""
     history: list[Exchange] = field(default_factory=list)
+    head: dict[Any, list[dict[str, Any]]] = field(default_factory=dict, repr=False, compare=False)
+    """The agent's system and task messages, made once per episode."""
 
 
 @dataclass
@@ -174,19 +182,29 @@ class Agent:
         history = memory.history
         shown = len(history) if shown is None else shown
         text_mode = self.tokenizer is None
-        system = memory.instructions
-        if memory.tools and (text_mode or not self._shows_tools(memory.tools)):
-            system += TOOLS_SYSTEM_BLOCK.format(schemas="\n".join(json.dumps(t) for t in memory.tools))
-        msgs: list[dict[str, Any]] = []
-        if system:
-            msgs.append({"role": "system", "content": system})
-        msgs.append({"role": "user", "content": memory.task})
+        key = (text_mode, self.config.tool_role)
+        head = memory.head.get(key)
+        if head is None:
+            head = memory.head[key] = self._head_messages(memory, text_mode)
+        msgs = list(head)
         start = len(history) - shown
         for index in range(start, len(history)):
-            msgs.extend(self._exchange_messages(history[index], index, text_mode))
+            ex = history[index]
+            rendered = ex.rendered.get(key)
+            if rendered is None:
+                rendered = ex.rendered[key] = self._exchange_messages(ex, index, text_mode)
+            msgs.extend(rendered)
         if history and shown == 0:  # the latest observation is always shown
             msgs.append(self._answer_message(history[-1], len(history) - 1, text_mode, after_action=False))
         return msgs
+
+    def _head_messages(self, memory: EpisodeMemory, text_mode: bool) -> list[dict[str, Any]]:
+        system = memory.instructions
+        if memory.tools and (text_mode or not self._shows_tools(memory.tools)):
+            system += TOOLS_SYSTEM_BLOCK.format(schemas="\n".join(json.dumps(t) for t in memory.tools))
+        head: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+        head.append({"role": "user", "content": memory.task})
+        return head
 
     def _exchange_messages(self, ex: Exchange, index: int, text_mode: bool) -> list[dict[str, Any]]:
         assistant: dict[str, Any] = {"role": "assistant", "content": ex.action}

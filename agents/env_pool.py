@@ -25,8 +25,10 @@ threads (sandboxes, provers and browsers wait on I/O, so threads overlap them). 
 enforced from outside: the engine stops waiting and the slot is marked dead; a thread cannot
 be killed, so the stuck worker is retired (a daemon thread, it cannot hold the interpreter at
 exit) and a fresh worker takes its place, and the environment is closed once its call returns.
-Each batch is drained by at most ``concurrency`` jobs (not one job per call), so a batch costs
-a handful of thread hand-offs. ``concurrency=0`` steps in the caller's thread: the fastest for
+Each batch is drained by at most ``concurrency`` jobs (not one job per call). While calls are
+fast (under :data:`FAST_CALL_S`, CPU-bound work such as a grid puzzle) one job drains the
+batch — a single thread hand-off, deadlines still watched — and the others join as soon as a
+call is seen to be slow (or from the start when the last batch's calls were). ``concurrency=0`` steps in the caller's thread: the fastest for
 pure-Python, CPU-bound environments (grid puzzles), where threads only add hand-offs under the
 GIL; a hung call cannot be interrupted then, but one that overran its deadline still counts as
 an error.
@@ -44,11 +46,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
 from turngym.envs.tasks import Task
 
 __all__ = ["EnvPool", "EnvResult", "ResetRequest", "StepRequest", "ThreadEnvPool", "json_safe"]
 
 log = logging.getLogger(__name__)
+
+#: Calls faster than this (seconds) are CPU-bound work best run one after another by a single
+#: worker; slower ones (waiting on a sandbox, a prover, a browser) are spread over workers.
+FAST_CALL_S = 0.002
 
 
 @dataclass
@@ -97,8 +104,18 @@ class EnvPool(Protocol):
     def close(self) -> None: ...
 
 
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
 def json_safe(value: Any) -> Any:
     """``value`` with numpy arrays and scalars made plain and anything else unencodable as repr."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:  # exact type checks first: this runs on every info value of every step
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): json_safe(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -107,7 +124,7 @@ def json_safe(value: Any) -> Any:
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, (str, int, float, bool)):
         return value
     try:
         json.dumps(value)
@@ -195,15 +212,15 @@ class _Batch:
                 error = err
             seconds = time.monotonic() - t0
             with self.cond:
-                if i in self.expired:  # too late: nobody waits for it; close what it left behind
-                    env = self.expired[i]
-                    if env is not None:
-                        _close_quietly(env)
-                    continue
-                self.outcome[i] = (result, error, seconds)
-                self.settled += 1
-                if self.settled == len(self.calls):
-                    self.cond.notify_all()
+                late = i in self.expired
+                if not late:
+                    self.outcome[i] = (result, error, seconds)
+                    self.settled += 1
+                    if self.settled == len(self.calls):
+                        self.cond.notify_all()
+                abandoned = self.expired.get(i)
+            if late and abandoned is not None:  # nobody waits for it; close what it left behind
+                _close_quietly(abandoned)
 
 
 class ThreadEnvPool:
@@ -226,6 +243,7 @@ class ThreadEnvPool:
         self._envs: dict[int, Any] = {}
         self._envs_lock = threading.Lock()
         self.concurrency = concurrency
+        self._mean_call_s: dict[str, float] = {}  # "reset"/"step" -> mean call time of the last batch
         self._workers = _Workers(concurrency, "turngym-env")
         self.step_timeout_s = step_timeout_s
         self.reset_timeout_s = reset_timeout_s
@@ -296,12 +314,17 @@ class ThreadEnvPool:
 
     # -- waiting with deadlines -----------------------------------------------------------------------
     def _run(self, calls: list[tuple[int, Callable[[_Batch, int], EnvResult]]], timeout: float, what: str) -> list[EnvResult]:
-        # A few draining jobs instead of one job per call: CPU-bound environments (grid
-        # puzzles) then pay a handful of thread hand-offs per batch, not one per episode.
         batch = _Batch(calls)
         if self.concurrency == 0:
             return self._run_inline(batch, timeout, what)
-        for _ in range(min(self.concurrency, len(calls))):
+        # Drainers, not one job per call. Fast calls (a grid puzzle's step) get one drainer:
+        # a single thread hand-off per batch and no GIL convoy, with deadlines still watched
+        # from here. Slow calls (sandboxes, browsers: I/O) get up to `concurrency` drainers:
+        # from the start when the last batch was slow, else as soon as a call is seen to be.
+        full = min(self.concurrency, len(calls))
+        last = self._mean_call_s.get(what)
+        drainers = full if last is not None and last >= FAST_CALL_S else 1
+        for _ in range(drainers):
             self._workers.submit(batch.drain)
         with batch.cond:
             while batch.settled < len(calls):
@@ -313,9 +336,18 @@ class ThreadEnvPool:
                         self._expire(batch, i, timeout, what)
                 if batch.settled == len(calls):
                     break
+                if drainers < full and batch.next < len(calls) and any(
+                        now - batch.started[i][0] > FAST_CALL_S for i in running):  # type: ignore[index]
+                    for _ in range(full - drainers):
+                        self._workers.submit(batch.drain)
+                    drainers = full
                 deadlines = [batch.started[i][0] + timeout for i in running if i not in batch.expired]  # type: ignore[index]
                 wake = (min(deadlines) if deadlines else now + timeout) - now
-                batch.cond.wait(timeout=max(wake, 0.0) + 1e-3)
+                if drainers < full:
+                    wake = min(wake, FAST_CALL_S)
+                batch.cond.wait(timeout=max(wake, 0.0) + 1e-4)
+        done = [o[2] for i, o in enumerate(batch.outcome) if o is not None and i not in batch.expired]
+        self._mean_call_s[what] = sum(done) / len(done) if done else timeout
         return [self._result(batch, i, what) for i in range(len(calls))]
 
     def _run_inline(self, batch: _Batch, timeout: float, what: str) -> list[EnvResult]:

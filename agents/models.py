@@ -348,6 +348,15 @@ register_model("tiny", load_tiny)
 register_model("smollm2", load_smollm2)
 
 
+def _load_tiny_markov(options: dict[str, str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from turngym.agents.markov import load_tiny_markov
+
+    return load_tiny_markov(options)
+
+
+register_model("tiny-markov", _load_tiny_markov)
+
+
 def load_model(spec: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model and tokenizer a spec names (see the module docstring)."""
     name, options = parse_spec(spec.strip())

@@ -16,7 +16,9 @@
 - Each :class:`~turngym.agents.trajectory.Turn` records the exact prompt ids, the response ids
   and logprobs the policy returned, the reward, the anchor of the state the action was taken
   in (reset info for turn 0, then the previous step's info), the stratum after the step,
-  validity, tool calls, the rest of the info, and timings. The G samples of a task share
+  validity, tool calls, the rest of the info (plus ``finish_reason``, ``memory_shown`` — past
+  exchanges in the prompt — and ``prompt_over_budget`` when even the smallest prompt exceeded
+  ``max_prompt_tokens``), and timings. The G samples of a task share
   ``group_id = f"{task_id}@{run nonce}"``.
 - Output order: task by task, sample by sample, whatever order episodes finished in.
 """
@@ -32,7 +34,8 @@ from typing import Any
 
 from pydantic import Field
 from tqdm.auto import tqdm
-from turngym.agents.agent import Agent, AgentConfig, EpisodeMemory, Exchange
+
+from turngym.agents.agent import Agent, AgentConfig, BuiltPrompt, EpisodeMemory, Exchange
 from turngym.agents.env_pool import (
     EnvPool,
     ResetRequest,
@@ -40,7 +43,7 @@ from turngym.agents.env_pool import (
     ThreadEnvPool,
     json_safe,
 )
-from turngym.agents.policy import Policy, SamplingParams
+from turngym.agents.policy import Completion, Policy, SamplingParams
 from turngym.agents.trajectory import Trajectory, Turn
 from turngym.envs.tasks import Task
 
@@ -201,7 +204,9 @@ class RolloutEngine:
                 self._round(pool, active, turn, bar)
                 turn += 1
         finally:
-            pool.release([e.slot for e in episodes if not e.done])
+            unfinished = [e.slot for e in episodes if not e.done]  # only when the policy raised
+            if unfinished:
+                pool.release(unfinished)
             if owned:
                 pool.close()
             bar.close()
@@ -250,7 +255,7 @@ class RolloutEngine:
                 stratum=json_safe(info.get("stratum", ep.stratum)),
                 action_valid=bool(info.get("action_valid", True)),
                 tool_calls=json_safe(list(info.get("tool_calls", []))),
-                info={k: json_safe(v) for k, v in info.items() if k not in _OWN_KEYS},
+                info=self._turn_info(info, prompt, completion),
                 generate_s=generate_s,
                 env_s=res.seconds,
             ))
@@ -268,6 +273,16 @@ class RolloutEngine:
                 bar.update(1)
         if finished:
             pool.release(finished)
+
+    @staticmethod
+    def _turn_info(info: dict[str, Any], prompt: BuiltPrompt, completion: Completion) -> dict[str, Any]:
+        """The step's other info keys, plus how the reply ended and what the prompt left out."""
+        extra = {k: json_safe(v) for k, v in info.items() if k not in _OWN_KEYS}
+        extra["finish_reason"] = completion.finish_reason
+        extra["memory_shown"] = prompt.shown
+        if prompt.over_budget:
+            extra["prompt_over_budget"] = True
+        return extra
 
     def _fail(self, pool: EnvPool, ep: _Episode, error: str, bar: tqdm) -> None:
         log.warning("episode %s ended with an environment error: %s", ep.traj.traj_id, error)

@@ -145,11 +145,16 @@ class ChatService:
             raise RequestError(f"cannot render the messages with the chat template: {err}") from None
         stop = body.get("stop") or []
         seed = body.get("seed")
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if max_tokens is None:
+            max_tokens = 256
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise RequestError("max_tokens must be a positive integer")
         try:
             sampling = SamplingParams(
-                temperature=body.get("temperature", 1.0),
-                top_p=body.get("top_p", 1.0),
-                max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 256,
+                temperature=1.0 if body.get("temperature") is None else body["temperature"],
+                top_p=1.0 if body.get("top_p") is None else body["top_p"],
+                max_tokens=max_tokens,
                 stop=[stop] if isinstance(stop, str) else stop,
                 seeds=[int(seed) if seed is not None else self._seeds.getrandbits(62)],
             )

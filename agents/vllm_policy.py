@@ -48,7 +48,8 @@ def vllm_available() -> bool:
 
 def _load_weights_in_worker(worker: Any, weights: list[tuple[str, Any]]) -> int:
     """Runs inside the vLLM worker (``collective_rpc`` passes the worker first)."""
-    model = worker.model_runner.model
+    runner = worker.model_runner
+    model = runner.get_model() if hasattr(runner, "get_model") else runner.model
     loaded = model.load_weights(weights=iter(weights))
     return len(loaded) if loaded is not None else len(weights)
 

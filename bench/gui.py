@@ -47,6 +47,29 @@ def episode(env, task_id: str, resets: list[float], steps: list[float]) -> float
     return total
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and every live descendant (Playwright driver, Chromium), with
+    what their exited children used (cutime/cstime): a load-independent cost measure."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = sum(int(f) for f in fields[11:15]) / tick
+    total, stack = 0.0, [os.getpid()]
+    while stack:
+        pid = stack.pop()
+        total += times.get(pid, 0.0)
+        stack.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values) * 1000, q))
 
@@ -67,27 +90,28 @@ def latency(pool: BrowserPool, seeds: int) -> list[tuple[str, list[float], list[
     return rows
 
 
-def throughput(workers: int, ids: list[str], make_env) -> tuple[float, float]:
+def throughput(workers: int, ids: list[str], make_env) -> tuple[float, float, float]:
+    """(episodes/s, solved fraction, CPU seconds per episode) with ``workers`` threads."""
     envs = [make_env() for _ in range(workers)]
     ids_by_worker = [ids[w::workers] for w in range(workers)]
     solved: list[float] = []
-    for env in envs:  # warm-up each env's server outside the timing
-        episode(env, ids[0], [], [])
 
     def work(w: int) -> None:
         for tid in ids_by_worker[w]:
             solved.append(episode(envs[w], tid, [], []))
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+    cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds() - cpu0
     for env in envs:
         env.close()
-    return len(solved) / elapsed, float(np.mean(solved))
+    return len(solved) / elapsed, float(np.mean(solved)), cpu / len(solved)
 
 
 def main() -> None:
@@ -133,13 +157,18 @@ def main() -> None:
         "",
         f"## Throughput ({args.episodes} episodes per row, scripted policy, one thread per environment)",
         "",
-        "| suite | concurrent contexts | episodes/s | vs 1 context | solved |",
-        "|---|---|---|---|---|",
+        "| suite | concurrent contexts | episodes/s | vs 1 context | CPU s / episode | solved |",
+        "|---|---|---|---|---|---|",
     ]
     for name, by_workers in tput.items():
         base = by_workers[1][0]
-        for workers, (eps, solved) in by_workers.items():
-            lines.append(f"| {name} | {workers} | {eps:.2f} | {eps / base:.2f}x | {solved:.0%} |")
+        for workers, (eps, solved, cpu) in by_workers.items():
+            lines.append(f"| {name} | {workers} | {eps:.2f} | {eps / base:.2f}x | {cpu:.2f} | {solved:.0%} |")
+    lines += [
+        "",
+        "CPU s / episode counts this process, the Playwright driver and every Chromium process; "
+        f"{os.cpu_count()} cores at full use would allow about {os.cpu_count()} / that many episodes per second.",
+    ]
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

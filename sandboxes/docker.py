@@ -296,7 +296,7 @@ class DockerSandbox(Sandbox):
 
     def _kill_all(self) -> None:
         """Kill every process of the sandbox user, from outside the command."""
-        if self._run_quick(_KILL_ALL) is None:
+        if self._run_quick(_KILL_ALL, timeout=2.0) is None:
             self._restart()
 
     def _restart(self) -> None:

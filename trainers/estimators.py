@@ -99,6 +99,9 @@ def register_estimator(name: str, fn: Estimator | None = None):
 # --------------------------------------------------------------------------------------------
 
 
+_PLAIN_NUMBERS = (int, float, bool, np.number, np.bool_)
+
+
 def _codes(keys: Any) -> tuple[np.ndarray, int]:
     """Dense integer codes ``0..k-1`` for the values of ``keys`` (any order), and ``k``.
 
@@ -110,6 +113,8 @@ def _codes(keys: Any) -> tuple[np.ndarray, int]:
     """
     if isinstance(keys, np.ndarray):
         arr = keys
+    elif isinstance(keys, (list, tuple)) and keys and not isinstance(keys[0], _PLAIN_NUMBERS):
+        return _hashable_codes(keys)  # np.asarray would build a slow (and wrong) 2-D array
     else:
         try:
             arr = np.asarray(keys)

@@ -154,6 +154,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True)
+        if cfg.policy.torch_threads:
+            torch.set_num_threads(cfg.policy.torch_threads)
         seed_everything(cfg.run.seed)
         self.device = resolve_device(cfg.policy.device)
         if model is None:

@@ -10,6 +10,12 @@ from turngym.envs import EnvUnavailable, SuiteError, UnknownEnvError, make, regi
 from turngym.envs.registration import load_plugins
 
 USER_ERRORS = (UnknownEnvError, SuiteError, EnvUnavailable)
+try:  # the prover family's "toolchain missing" error
+    from turngym.sandboxes.provers.base import ProverUnavailable
+
+    USER_ERRORS += (ProverUnavailable,)
+except ImportError:  # pragma: no cover
+    pass
 
 
 def cmd_envs(args: argparse.Namespace) -> int:

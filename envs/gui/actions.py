@@ -11,6 +11,9 @@ Tools (Hermes-style tool calls, ``<tool_call>{"name": ..., "arguments": {...}}</
 ``answer(text)``                give the final answer and end the episode
 ==============================  =============================================================
 
+A one-line shorthand is accepted too (``click e12``, ``type e7 some text``, ``press Enter``),
+for people playing in a terminal (``turngym play``) and for small models.
+
 :func:`parse_actions` turns a reply into validated calls or one clear error (bad model output
 is an observation, never an exception); :func:`perform` runs one validated call on a page.
 Refs must come from the current snapshot; an unknown ref is an error the agent reads.
@@ -79,6 +82,32 @@ class ParsedActions:
     error: str = ""
 
 
+_SHORTHAND_FIELDS = {  # tool -> its arguments in order; the last one takes the rest of the line
+    "click": ("ref",),
+    "type": ("ref", "text"),
+    "select": ("ref", "option"),
+    "press": ("key",),
+    "scroll": ("direction",),
+    "answer": ("text",),
+}
+
+
+def parse_shorthand(reply: str) -> ToolCall | None:
+    """One line such as ``click e12``, ``type e7 hello world`` or ``answer 42`` (for people
+    playing in a terminal and for small models), or None when the reply is not one."""
+    line = reply.strip()
+    if "\n" in line or not line:
+        return None
+    name, _, rest = line.partition(" ")
+    fields = _SHORTHAND_FIELDS.get(name)
+    if fields is None or not rest.strip():
+        return None
+    values = rest.strip().split(" ", len(fields) - 1)
+    if len(values) < len(fields):
+        return None
+    return ToolCall(name=name, arguments=dict(zip(fields, values)))
+
+
 def parse_actions(reply: str, refs: dict[str, str], style: str = "hermes") -> ParsedActions:
     """Parse and validate the tool calls in ``reply`` against the current page's ``refs``.
 
@@ -86,6 +115,10 @@ def parse_actions(reply: str, refs: dict[str, str], style: str = "hermes") -> Pa
     validated arguments carry the latter.
     """
     parsed = parse_tool_calls(reply, style)
+    if not parsed.calls and not parsed.errors:
+        shorthand = parse_shorthand(reply)
+        if shorthand is not None:
+            parsed.calls.append(shorthand)
     if parsed.errors:
         return ParsedActions([], parsed.errors[0])
     if not parsed.calls:

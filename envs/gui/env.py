@@ -21,15 +21,25 @@ Info: ``anchor`` = :func:`~turngym.envs.gui.snapshot.page_anchor` (path + snapsh
 
 from __future__ import annotations
 
+import inspect
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from turngym.envs.core import EnvUnavailable, TurnEnv
+import numpy as np
+from gymnasium import spaces
+
+from turngym.envs.core import EnvUnavailable, TextSpace, TurnEnv
 from turngym.envs.gui.actions import TOOLS, parse_actions, perform
 from turngym.envs.gui.snapshot import Snapshot, compact_snapshot, page_anchor
 from turngym.envs.tasks import Task
-from turngym.sandboxes.browser import BrowserConfig, BrowserPool, BrowserSession, BrowserUnavailableError, shared_pool
+from turngym.sandboxes.browser import (
+    BrowserConfig,
+    BrowserPool,
+    BrowserSession,
+    BrowserUnavailableError,
+    shared_pool,
+)
 from turngym.tools import ToolError, truncate_text
 
 __all__ = ["GUIEnv", "Outcome", "GUI_INSTRUCTIONS"]
@@ -43,6 +53,16 @@ GUI_INSTRUCTIONS = (
 )
 
 
+def _require_ai_snapshots() -> None:
+    """The snapshots need ``aria_snapshot(mode="ai")`` (refs), which recent Playwright has."""
+    try:
+        from playwright.async_api import Locator
+    except ImportError:
+        raise EnvUnavailable("the GUI environments need Playwright: pip install 'turngym[gui]'") from None
+    if "mode" not in inspect.signature(Locator.aria_snapshot).parameters:
+        raise EnvUnavailable("the GUI environments need a newer Playwright (aria_snapshot(mode='ai')): pip install -U playwright")
+
+
 @dataclass
 class Outcome:
     """The task's verdict after a step."""
@@ -53,8 +73,41 @@ class Outcome:
     detail: str = ""
 
 
+class PNGSpace(spaces.Space[bytes]):
+    """PNG images as bytes (a screenshot), at most ``max_bytes`` long."""
+
+    def __init__(self, max_bytes: int = 1 << 24, seed: int | None = None) -> None:
+        super().__init__(shape=None, dtype=None, seed=seed)
+        self.max_bytes = max_bytes
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, bytes) and x.startswith(_PNG_MAGIC) and len(x) <= self.max_bytes
+
+    def sample(self, mask: Any = None, probability: Any = None) -> bytes:
+        return _PNG_MAGIC + self.np_random.integers(0, 256, size=32, dtype=np.uint8).tobytes()
+
+    @property
+    def is_np_flattenable(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"PNGSpace(max_bytes={self.max_bytes})"
+
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 class GUIEnv(TurnEnv):
-    """Base of the browser environments; see the module docstring."""
+    """Base of the browser environments; see the module docstring.
+
+    Arguments beyond :class:`TurnEnv`'s: ``snapshot_chars`` caps the snapshot shown per turn
+    (head and tail kept); ``screenshot_in_info`` adds ``info["screenshot"]`` (PNG bytes) at
+    every reset and step; ``observation_mode="dict"`` makes every observation
+    ``{"text": ..., "screenshot": PNG bytes}`` (a :class:`gymnasium.spaces.Dict` space, for
+    vision-language models; the default ``"text"`` is the plain turngym contract); ``pool`` is the browser pool to use (default: the process-wide
+    :func:`~turngym.sandboxes.browser.shared_pool`, started with ``browser`` — a
+    :class:`~turngym.sandboxes.browser.BrowserConfig` or its dict — if this env starts it).
+    """
 
     instructions = GUI_INSTRUCTIONS
     max_text_length = 1 << 16
@@ -70,8 +123,14 @@ class GUIEnv(TurnEnv):
         screenshot_in_info: bool = False,
         browser: BrowserConfig | dict[str, Any] | None = None,
         pool: BrowserPool | None = None,
+        observation_mode: str = "text",
     ) -> None:
         super().__init__(suite=suite, split=split, max_turns=max_turns, render_mode=render_mode)
+        if observation_mode not in ("text", "dict"):
+            raise ValueError(f"observation_mode must be 'text' or 'dict', not {observation_mode!r}")
+        self.observation_mode = observation_mode
+        if observation_mode == "dict":
+            self.observation_space = spaces.Dict({"text": TextSpace(self.max_text_length), "screenshot": PNGSpace()})
         self.tools = list(TOOLS)
         self.snapshot_chars = snapshot_chars
         self.screenshot_in_info = screenshot_in_info
@@ -97,6 +156,7 @@ class GUIEnv(TurnEnv):
     @property
     def pool(self) -> BrowserPool:
         if self._pool is None or self._pool.closed:
+            _require_ai_snapshots()
             try:
                 self._pool = shared_pool(self._browser_config)
             except BrowserUnavailableError as err:
@@ -186,12 +246,27 @@ class GUIEnv(TurnEnv):
     def _render_text(self) -> str:
         return f"Task: {self.goal}\n\n{self._page_text()}" if self.session else ""
 
+    # -- the dict observation mode ---------------------------------------------------------------
+    def _wrap(self, obs: str) -> Any:
+        return {"text": obs, "screenshot": self.screenshot()} if self.observation_mode == "dict" else obs
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = super().reset(seed=seed, options=options)
+        return self._wrap(obs), info
+
+    def step(self, action: str):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return self._wrap(obs), reward, terminated, truncated, info
+
     # -- extras -------------------------------------------------------------------------------
     def screenshot(self, full_page: bool = False) -> bytes:
         """A PNG of the current page (for vision-language models and ``turngym play``)."""
         if self.session is None:
             raise RuntimeError("call reset() before screenshot()")
-        return self.session.run(lambda page: page.screenshot(full_page=full_page, type="png"))
+        # caret and animations off, so one page state gives one image
+        return self.session.run(
+            lambda page: page.screenshot(full_page=full_page, type="png", caret="hide", animations="disabled")
+        )
 
     def example_actions(self) -> list[str]:
         ref = self.snapshot.refs[0] if self.snapshot.refs else "e1"

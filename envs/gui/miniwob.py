@@ -31,8 +31,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from turngym.envs.gui.env import GUIEnv, Outcome
 from turngym.envs.core import EnvUnavailable
+from turngym.envs.gui.env import GUIEnv, Outcome
 from turngym.envs.tasks import Task, TaskSuite
 
 __all__ = [

@@ -25,6 +25,7 @@ ids of the last search's results) (GiGPO); at the answer ``em``, ``f1``, ``answe
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -34,9 +35,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from turngym.envs.core import TurnEnv
 from turngym.envs.search.corpus import Corpus, load_corpus, load_task_file
 from turngym.envs.search.metrics import score_answer, tool_cost_factor
-from turngym.envs.search.retrieval import Retriever, SearchBackendError, make_retriever
+from turngym.envs.search.retrieval import (
+    Retriever,
+    SearchBackendError,
+    make_retriever,
+    retriever_needs_corpus,
+)
 from turngym.envs.tasks import SuiteError, Task, TaskSuite
-from turngym.tools import Tool, ToolCall, ToolError, format_tool_output, parse_tool_calls, truncate_text
+from turngym.tools import (
+    Tool,
+    ToolCall,
+    ToolError,
+    format_tool_output,
+    parse_tool_calls,
+    truncate_text,
+)
 
 __all__ = ["SearchEnv", "SearchOptions", "SEARCH_TOOLS"]
 
@@ -76,6 +89,10 @@ def _snippet(text: str, limit: int) -> str:
         return text
     head = text[:limit].rsplit(" ", 1)[0] if limit else ""
     return f"{head} ..." if head else ""
+
+
+def _tool_call(name: str, **arguments: Any) -> str:
+    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}</tool_call>"
 
 
 class SearchOptions(BaseModel):
@@ -149,6 +166,8 @@ class SearchEnv(TurnEnv):
         self.search_calls = 0
         self.tool_call_count = 0
         self.last_result_ids: tuple[str, ...] = ()
+        self.queries: list[str] = []
+        self.opened_ids: list[str] = []
         self._finished: dict[str, Any] | None = None
 
     # -- lazily built, shared resources -----------------------------------------------------
@@ -161,8 +180,9 @@ class SearchEnv(TurnEnv):
     @property
     def retriever(self) -> Retriever:
         if self._retriever is None:
-            corpus = None if self.options.retriever == "web" and self.options.corpus is None else self.corpus
-            self._retriever = make_retriever(self.options.retriever, corpus, self.options.retriever_options)
+            name = self.options.retriever
+            corpus = self.corpus if retriever_needs_corpus(name) or self.options.corpus else None
+            self._retriever = make_retriever(name, corpus, self.options.retriever_options)
         return self._retriever
 
     # -- the episode ------------------------------------------------------------------------
@@ -180,6 +200,8 @@ class SearchEnv(TurnEnv):
         self.search_calls = 0
         self.tool_call_count = 0
         self.last_result_ids = ()
+        self.queries, self.opened_ids = [], []
+        self._finished = None
         obs = f"Question: {task.prompt}\n{HELP}"
         return obs, self._info()
 
@@ -233,6 +255,7 @@ class SearchEnv(TurnEnv):
         k = min(args.k or self.options.default_k, self.options.max_k)
         self.search_calls += 1
         self.tool_call_count += 1
+        self.queries.append(args.query)
         try:
             hits = self.retriever.search(args.query, k)
         except SearchBackendError as err:  # the backend's fault, not the agent's: a valid call
@@ -252,6 +275,7 @@ class SearchEnv(TurnEnv):
         doc = self.retriever.get(args.doc_id.strip())
         if doc is None:
             raise ToolError(f"no passage with id {args.doc_id!r}; use an id from the search results")
+        self.opened_ids.append(doc.id)
         text, _ = truncate_text(doc.text, self.options.open_chars)
         return f"{doc.id} | {doc.title}\n{text}"
 
@@ -263,6 +287,29 @@ class SearchEnv(TurnEnv):
         reward = correct * tool_cost_factor(self.tool_call_count, self.options.tool_cost)
         self._finished = {"reward": reward, "success": scores["em"] == 1.0, "answer": args.text, **scores}
         return f"Answer recorded: {args.text}"
+
+    def expert_reply(self) -> str | None:
+        """The next step of a solver that knows the gold evidence (demonstrations for ``turngym sft``).
+
+        For each gold supporting passage not yet opened: open it if the last search returned it,
+        else search its title (then its title and opening words); once every passage is open (or
+        cannot be found), answer with the first gold answer. Reads state; changes nothing.
+        """
+        if self.task is None:
+            return None
+        meta = self.task.metadata
+        golds = self.task.answer if isinstance(self.task.answer, list) else [str(self.task.answer)]
+        for doc_id, title in dict.fromkeys(zip(meta.get("supporting_ids", []), meta.get("supporting_titles", []))):
+            if doc_id in self.opened_ids:
+                continue
+            if doc_id in self.last_result_ids:
+                return _tool_call("open", doc_id=doc_id)
+            doc = self.retriever.get(doc_id)
+            queries = [title] + ([f"{title} {' '.join(doc.text.split()[:12])}"] if doc is not None else [])
+            untried = [q for q in queries if q not in self.queries]
+            if untried:
+                return _tool_call("search", query=untried[0])
+        return _tool_call("answer", text=str(golds[0]))
 
     def example_actions(self) -> list[str]:
         return [

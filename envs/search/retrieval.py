@@ -7,10 +7,12 @@ A retriever has two methods::
     search(query: str, k: int) -> list[Hit]      # best first, at most k, ties broken by doc id
     get(doc_id: str) -> Document | None          # a document it can return (for ``open``)
 
-and a nested pydantic ``Options`` model (its flat, documented configuration). Retrievers are
-built by name from :data:`RETRIEVERS` with :func:`make_retriever` (a process-wide cache shares
-one instance between the environments of a rollout group); a new backend is one class and one
-:func:`register_retriever` call (a class or a lazy ``"pkg.module:Class"`` string).
+and a nested pydantic ``Options`` model (its flat, documented configuration); a class
+attribute ``needs_corpus = False`` marks one that does not search the local corpus (web).
+Retrievers are built by name from :data:`RETRIEVERS` with :func:`make_retriever` (a
+process-wide cache shares one instance between the environments of a rollout group); a new
+backend is one class and one :func:`register_retriever` call (a class or a lazy
+``"pkg.module:Class"`` string).
 
 Backends
 --------
@@ -25,7 +27,8 @@ Backends
             timeouts, retries with exponential backoff, an on-disk JSON cache keyed by the
             query so evaluation is repeatable). Off unless asked for.
 
-``<cache>`` is ``$XDG_CACHE_HOME/turngym`` (default ``~/.cache/turngym``) unless ``cache_dir`` is set.
+``<cache>`` is ``$TURNGYM_CACHE``, else ``$XDG_CACHE_HOME/turngym`` (default ``~/.cache/turngym``),
+unless a retriever's ``cache_dir`` option is set.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ __all__ = [
     "cache_root",
     "make_retriever",
     "register_retriever",
+    "retriever_needs_corpus",
     "rrf_fuse",
 ]
 
@@ -94,6 +98,8 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     """Where on-disk indexes and the web cache live."""
     if cache_dir:
         return Path(cache_dir).expanduser()
+    if os.environ.get("TURNGYM_CACHE"):  # the same override as the model cache
+        return Path(os.environ["TURNGYM_CACHE"]).expanduser() / "search"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "turngym" / "search"
 
@@ -330,6 +336,9 @@ class WebRetriever:
     429 and 5xx are retried with exponential backoff; other errors fail at once.
     """
 
+    needs_corpus = False
+    """Results come from the API; a corpus, when given, only serves ``get`` for its ids."""
+
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
         url: str
@@ -479,6 +488,11 @@ def _factory(name: str) -> Any:
         factory = getattr(importlib.import_module(module), attr)
         RETRIEVERS[name] = factory
     return factory
+
+
+def retriever_needs_corpus(name: str) -> bool:
+    """Whether the retriever ``name`` searches a local corpus (class attribute ``needs_corpus``, default True)."""
+    return bool(getattr(_factory(name), "needs_corpus", True))
 
 
 def make_retriever(name: str, corpus: Corpus | None, options: dict[str, Any] | None = None, shared: bool = True) -> Retriever:

@@ -6,7 +6,8 @@ metadata, so one batch can mix healthy, raising and hanging episodes:
 - ``length``: tool calls ``advance`` needed to finish (terminated, success) — default 3;
 - ``reward``: reward per valid step — default 0.25;
 - ``raise_at`` / ``hang_at``: the step number (1-based) that raises / blocks until released;
-- ``raise_on_reset``: reset raises.
+- ``raise_on_reset``: reset raises;
+- ``meet``: each step waits at ``ProbeEnv.barrier`` (so it passes only if steps overlap).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Literal
 
 import pytest
 from pydantic import BaseModel
+
 from turngym.envs import Task, TaskSuite, TurnEnv
 from turngym.tools import Tool, parse_tool_calls
 
@@ -83,6 +85,7 @@ class ProbeEnv(TurnEnv):
 
     instructions = "Advance the counter to the goal with the advance tool."
     created: list["ProbeEnv"] = []
+    barrier: threading.Barrier | None = None
     lock = threading.Lock()
 
     def __init__(self, suite=None, split: str = "train", max_turns: int = 10) -> None:
@@ -110,6 +113,8 @@ class ProbeEnv(TurnEnv):
             raise RuntimeError(f"step {self.turn} exploded")
         if meta.get("hang_at") == self.turn:
             RELEASE.wait(timeout=30)
+        if meta.get("meet") and ProbeEnv.barrier is not None:  # proves steps run at the same time
+            ProbeEnv.barrier.wait(timeout=10)
         parsed = parse_tool_calls(action)
         if not parsed.ok or parsed.calls[0].name != "advance":
             why = parsed.errors[0] if parsed.errors else "call the advance tool"
@@ -140,6 +145,7 @@ def _release_hanging_steps():
     ProbeEnv.created.clear()
     yield
     RELEASE.set()
+    ProbeEnv.barrier = None
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from turngym.agents import Completion, SamplingParams
 from turngym.agents.agent import Agent, AgentConfig, EpisodeMemory, Exchange
 from turngym.agents.scripted import ScriptedPolicy

@@ -208,7 +208,7 @@ def test_small_max_batch_size_gives_the_same_completions(policy, prompts):
 def test_sync_weights_copies_in_place_and_training_mode_survives_generation(prompts):
     trainer_model, tokenizer = load_model("tiny:seed=0")
     rollout = HFPolicy(load_model("tiny:seed=9")[0], tokenizer)
-    sampling = SamplingParams(temperature=0.0, max_tokens=12)
+    sampling = SamplingParams(temperature=1.0, max_tokens=12, seeds=[1, 2, 3, 4])
     reference = HFPolicy(trainer_model, tokenizer).generate(prompts, sampling)
     assert [c.token_ids for c in rollout.generate(prompts, sampling)] != [c.token_ids for c in reference]
     weight = rollout.model.model.embed_tokens.weight
@@ -218,8 +218,10 @@ def test_sync_weights_copies_in_place_and_training_mode_survives_generation(prom
     # a policy sharing the trainer's model sees its updates without syncing
     shared = HFPolicy(trainer_model, tokenizer)
     trainer_model.train()
-    with torch.no_grad():
-        trainer_model.model.embed_tokens.weight.mul_(-1.0)
+    noise = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # stands in for an optimiser step
+        for param in trainer_model.parameters():
+            param.add_(torch.randn(param.shape, generator=noise) * 0.5)
     shared.sync_weights(trainer_model.state_dict())  # its own tensors: nothing to copy
     changed = shared.generate(prompts, sampling)
     assert trainer_model.training  # generation ran in eval mode and restored the flag

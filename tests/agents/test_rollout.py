@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+
 from turngym.agents import read_jsonl, write_jsonl
 from turngym.agents.env_pool import ResetRequest, StepRequest, ThreadEnvPool
 from turngym.agents.rollout import RolloutConfig, RolloutEngine, derive_seed, rollout, rollout_stats
@@ -53,6 +54,8 @@ def test_turn_records_hold_exact_ids_rewards_anchors_and_strata(probe, tokenizer
     assert [t.stratum for t in traj.turns] == [0, 1, 2, 3]
     assert traj.turns[1].tool_calls == [{"name": "advance", "arguments": {"by": 1}}]
     assert traj.turns[-1].info["noise"] > 0 and traj.turns[-1].info["success"] is True
+    assert [t.info["memory_shown"] for t in traj.turns] == [0, 1, 2, 3]
+    assert {t.info["finish_reason"] for t in traj.turns} == {"stop"}
     assert traj.initial_observation.startswith("Task a: reach 3.")
     # the invalid reply's error went back to the model as a user message; tool output as a tool message
     assert "<|im_start|>user\ninvalid:" in traj.turns[1].prompt_text
@@ -123,12 +126,12 @@ def test_env_errors_and_deadlines_end_only_their_episode(probe, tokenizer):
         {"id": "noreset", "raise_on_reset": True},
     )
     policy = ScriptedPolicy([probe.reply], tokenizer=tokenizer)
-    engine = engine_for(probe, suite, policy, tokenizer, step_timeout_s=0.5, group_size=2)
+    engine = engine_for(probe, suite, policy, tokenizer, step_timeout_s=1.0, group_size=2)
     trajs = engine.run(["ok", "boom", "hang", "noreset"])
     by_task = {t.task_id: t for t in trajs}
     assert [t.status for t in trajs] == ["ok", "ok", "error", "error", "error", "error", "error", "error"]
     assert by_task["boom"].error == "step raised RuntimeError: step 2 exploded" and len(by_task["boom"].turns) == 1
-    assert "deadline of 0.5s" in by_task["hang"].error and by_task["hang"].turns == []
+    assert "deadline of 1s" in by_task["hang"].error and by_task["hang"].turns == []
     assert "reset raised RuntimeError: reset exploded" == by_task["noreset"].error
     assert all(len(t.turns) == 3 and t.success for t in trajs[:2])  # the healthy ones went on
     stats = rollout_stats(trajs)
@@ -190,7 +193,7 @@ def test_policy_returning_the_wrong_count_is_an_error_and_envs_are_closed(probe)
 
 def test_thread_pool_replaces_a_stuck_worker(probe):
     suite = probe.suite({"id": "hang", "hang_at": 1, "length": 2}, {"id": "ok", "length": 2})
-    with ThreadEnvPool(lambda: probe.Env(suite=suite), concurrency=1, step_timeout_s=0.3) as pool:
+    with ThreadEnvPool(lambda: probe.Env(suite=suite), concurrency=1, step_timeout_s=1.0) as pool:
         resets = pool.reset([ResetRequest(0, "hang", 1), ResetRequest(1, "ok", 2)])
         assert [r.error for r in resets] == [None, None]
         assert resets[0].instructions.startswith("Advance") and resets[0].tools[0]["function"]["name"] == "advance"
@@ -262,7 +265,7 @@ def test_an_env_made_after_its_reset_deadline_is_closed_not_leaked(probe):
         made[-1 if not first else 0] = env
         return env
 
-    with ThreadEnvPool(slow_first_env, concurrency=2, reset_timeout_s=0.3) as pool:
+    with ThreadEnvPool(slow_first_env, concurrency=2, reset_timeout_s=1.0) as pool:
         results = pool.reset([ResetRequest(0, "a", 1), ResetRequest(1, "a", 2)])
         assert sorted(r.error is None for r in results) == [False, True]
         late = next(r.slot for r in results if r.error)
@@ -302,11 +305,11 @@ def test_inline_step_over_its_deadline_ends_the_episode(probe):
     import threading
 
     suite = probe.suite({"id": "slow", "hang_at": 1}, {"id": "ok", "length": 1})
-    threading.Timer(0.4, probe.release.set).start()  # the "hang" ends after 0.4 s
+    threading.Timer(3.0, probe.release.set).start()  # the "hang" ends after 3 s
     trajs = engine_for(probe, suite, ScriptedPolicy([probe.reply]), group_size=1, concurrency=0,
-                       step_timeout_s=0.2).run(["slow", "ok"])
+                       step_timeout_s=1.0).run(["slow", "ok"])
     assert [t.status for t in trajs] == ["error", "ok"]
-    assert "deadline of 0.2s" in trajs[0].error
+    assert "deadline of 1s" in trajs[0].error
 
 
 def test_the_engine_uses_the_policys_tokenizer_by_default(probe, tokenizer):
@@ -314,3 +317,86 @@ def test_the_engine_uses_the_policys_tokenizer_by_default(probe, tokenizer):
     policy = ScriptedPolicy([probe.reply], tokenizer=tokenizer)
     (traj,) = RolloutEngine(policy, lambda: probe.Env(suite=suite), config=cfg(group_size=1)).run(["a"])
     assert traj.turns[0].prompt_ids and tokenizer.decode(traj.turns[0].prompt_ids) == traj.turns[0].prompt_text
+
+
+def test_window_memory_bounds_the_prompt_through_the_engine(probe, tokenizer):
+    suite = probe.suite({"id": "a", "length": 6})
+    policy = ScriptedPolicy([probe.reply], tokenizer=tokenizer)
+    (full,) = engine_for(probe, suite, policy, tokenizer, group_size=1).run(["a"])
+    (windowed,) = engine_for(probe, suite, policy, tokenizer, group_size=1, memory="window", memory_window=1).run(["a"])
+    assert [t.info["memory_shown"] for t in windowed.turns] == [0, 1, 1, 1, 1, 1]
+    sizes = [len(t.prompt_ids) for t in windowed.turns]
+    assert sizes[2:] == [sizes[2]] * 4  # constant once the window is full
+    assert len(full.turns[-1].prompt_ids) > sizes[-1]
+    assert "Task a: reach 6." in windowed.turns[-1].prompt_text
+
+
+def test_any_env_pool_plugs_in_and_a_callers_pool_is_not_closed(probe):
+    from turngym.agents.env_pool import EnvPool
+
+    suite = probe.suite({"id": "a", "length": 2})
+
+    class RecordingPool:  # what a Ray actor pool would look like to the engine
+        def __init__(self):
+            self.inner = ThreadEnvPool(lambda: probe.Env(suite=suite), concurrency=2)
+            self.calls = []
+
+        def reset(self, requests):
+            self.calls.append(("reset", len(requests)))
+            return self.inner.reset(requests)
+
+        def step(self, requests):
+            self.calls.append(("step", len(requests)))
+            return self.inner.step(requests)
+
+        def release(self, slots):
+            self.calls.append(("release", sorted(slots)))
+            self.inner.release(slots)
+
+        def close(self):
+            self.calls.append(("close",))
+
+    pool = RecordingPool()
+    assert isinstance(pool, EnvPool) and isinstance(pool.inner, EnvPool)
+    trajs = RolloutEngine(ScriptedPolicy([probe.reply]), pool, None, cfg(group_size=3)).run(["a"])
+    assert [t.status for t in trajs] == ["ok"] * 3
+    assert pool.calls == [("reset", 3), ("step", 3), ("step", 3), ("release", [0, 1, 2])]
+    pool.inner.close()
+
+
+def test_slow_env_steps_run_concurrently(probe):
+    import threading
+
+    suite = probe.suite({"id": "a", "length": 2, "meet": True})
+    probe.Env.barrier = threading.Barrier(4)  # a step returns only once 4 steps wait together
+    trajs = engine_for(probe, suite, ScriptedPolicy([probe.reply]), group_size=4, concurrency=4).run(["a"])
+    assert [t.status for t in trajs] == ["ok"] * 4
+    assert not probe.Env.barrier.broken
+
+
+@pytest.mark.slow
+def test_real_tiny_model_turns_hold_exactly_what_it_generated():
+    torch = pytest.importorskip("torch")
+    models = pytest.importorskip("turngym.agents.models")
+    from turngym.agents.hf import HFPolicy
+    from turngym.agents.policy import SamplingParams
+    from turngym.envs import load_suite
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, tok = models.load_model("tiny:seed=0")
+        policy = HFPolicy(model, tok)
+        tasks = [t.id for t in load_suite("sokoban-6x6-1").split("train")[:2]]
+        config = cfg(group_size=2, max_turns=2, max_tokens=8, seed=1)
+        trajs = RolloutEngine(policy, "turngym/Sokoban-v0", config=config).run(tasks)
+        assert [t.status for t in trajs] == ["truncated"] * 4
+        turn = trajs[0].turns[1]
+        assert tok.decode(turn.prompt_ids) == turn.prompt_text and len(turn.logprobs) == len(turn.response_ids)
+        # the recorded ids are the policy's own: the same prompt ids and seed give them again
+        again = policy.generate([turn.prompt_ids],
+                                SamplingParams(max_tokens=8, seeds=[derive_seed(trajs[0].seed, "turn", 1)]))[0]
+        assert again.token_ids == turn.response_ids
+        assert again.logprobs == pytest.approx(turn.logprobs, abs=1e-4)
+    finally:
+        torch.set_num_threads(threads)

@@ -9,7 +9,14 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from turngym.envs.gui.apps.tasks import TASK_KINDS, load_webapps
-from turngym.envs.gui.miniwob import CORE_TASKS, POINTER_TASKS, MiniWoBEnv, load_miniwob, load_miniwob_core, load_miniwob_heldout
+from turngym.envs.gui.miniwob import (
+    CORE_TASKS,
+    POINTER_TASKS,
+    MiniWoBEnv,
+    load_miniwob,
+    load_miniwob_core,
+    load_miniwob_heldout,
+)
 from turngym.envs.gui.scripted import call, random_reply, solve_reply
 from turngym.envs.gui.webapps import WebAppEnv
 
@@ -58,7 +65,8 @@ def test_scripted_policy_solves_every_webapp_task_kind(webapps, kind):
 def test_random_policy_mostly_fails(miniwob, webapps):
     rng = np.random.default_rng(0)
     random_policy = lambda task, obs: random_reply(rng, obs)  # noqa: E731
-    results = [run_episode(miniwob, f"{name}/10001", random_policy, max_steps=3)[1].get("success") for name in CORE_TASKS]
+    some = ["click-button", "enter-text", "click-checkboxes", "login-user", "choose-list", "click-option"]
+    results = [run_episode(miniwob, f"{name}/10001", random_policy, max_steps=3)[1].get("success") for name in some]
     results += [run_episode(webapps, f"{kind}/1001", random_policy, max_steps=4)[1].get("success") for kind in sorted(TASK_KINDS)]
     assert sum(bool(s) for s in results) <= len(results) // 2, results
 
@@ -109,11 +117,37 @@ def test_render_and_screenshot(webapps):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
 
 
+def test_dict_observations_carry_a_screenshot(pool):
+    env = WebAppEnv(suite=WEBAPPS, pool=pool, observation_mode="dict")
+    try:
+        obs, _ = env.reset(options={"task": "shop-add/0"})
+        assert set(obs) == {"text", "screenshot"} and env.observation_space.contains(obs)
+        assert obs["text"].startswith("Task: Add") and obs["screenshot"][:4] == b"\x89PNG"
+        obs2, *_ = env.step(call("click", ref="e999"))
+        assert env.observation_space.contains(obs2) and obs2["screenshot"] == obs["screenshot"]  # same page
+    finally:
+        env.close()
+
+
 def test_screenshot_in_info(pool):
     env = WebAppEnv(suite=WEBAPPS, pool=pool, screenshot_in_info=True)
     try:
         _, info = env.reset(options={"task": "shop-add/0"})
         assert info["screenshot"][:4] == b"\x89PNG"
+    finally:
+        env.close()
+
+
+def test_registered_and_made_through_turngym(pool):
+    import turngym
+    from turngym.envs.tasks import suite_names
+
+    assert {"miniwob", "miniwob-core", "miniwob-heldout", "webapps", "webapps-shop"} <= set(suite_names())
+    env = turngym.make("turngym/WebApps-v0", suite="webapps-form", pool=pool)
+    try:
+        obs, info = env.reset(seed=3)
+        assert info["task_id"].startswith("form-register/") and "Page: /form/step1" in obs
+        assert [t.name for t in env.unwrapped.tools] == ["click", "type", "select", "press", "scroll", "answer"]
     finally:
         env.close()
 
@@ -130,7 +164,15 @@ def test_miniwob_splits():
     assert train and test and not train & test and train | test == names
 
 
-@pytest.mark.parametrize("make", [lambda pool: MiniWoBEnv(suite=MINIWOB, pool=pool), lambda pool: WebAppEnv(suite=WEBAPPS, pool=pool)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda pool: MiniWoBEnv(suite=MINIWOB, pool=pool),
+        lambda pool: WebAppEnv(suite=WEBAPPS, pool=pool),
+        lambda pool: WebAppEnv(suite=WEBAPPS, pool=pool, observation_mode="dict"),
+    ],
+    ids=["miniwob", "webapps", "webapps-dict"],
+)
 def test_gymnasium_check_env(pool, make):
     env = make(pool)
     try:

@@ -6,7 +6,14 @@ import pytest
 
 from turngym.envs.gui.actions import MAX_CALLS_PER_TURN, TOOLS, parse_actions
 from turngym.envs.gui.scripted import call
-from turngym.envs.gui.snapshot import compact_snapshot, find_ref, find_refs, normalize_ref, page_anchor, strip_refs
+from turngym.envs.gui.snapshot import (
+    compact_snapshot,
+    find_ref,
+    find_refs,
+    normalize_ref,
+    page_anchor,
+    strip_refs,
+)
 
 RAW = """- generic [active] [ref=f2e1]:
   - generic [ref=f2e2]:
@@ -89,6 +96,22 @@ def test_parse_actions_maps_refs_and_keeps_order():
 def test_bad_replies_are_errors_not_exceptions(reply, error):
     parsed = parse_actions(reply, REFS)
     assert parsed.calls == [] and error in parsed.error
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("click e6", [("click", "f2e6")]),
+        ("type e5 hello big world", [("type", "f2e5")]),
+        ("press Enter", [("press", None)]),
+    ],
+)
+def test_one_line_shorthand(reply, expected):
+    parsed = parse_actions(reply, REFS)
+    assert parsed.error == ""
+    assert [(c.name, getattr(a, "ref", None)) for c, a in parsed.calls] == expected
+    if reply.startswith("type"):
+        assert parsed.calls[0][1].text == "hello big world"
 
 
 def test_tool_schemas_are_openai_functions():

@@ -71,8 +71,21 @@ def backend(request) -> str:
     return request.param
 
 
+@pytest.fixture(scope="module")
+def shared_docker_sandbox(docker_ready):
+    """One container per module, reset between tests: each test is the "next episode"."""
+    sb = make_backend("docker")
+    yield sb
+    sb.close()
+
+
 @pytest.fixture
-def sandbox(backend):
+def sandbox(backend, request):
+    if backend == "docker":
+        sb = request.getfixturevalue("shared_docker_sandbox")
+        sb.reset()
+        yield sb
+        return
     sb = make_backend(backend)
     yield sb
     sb.close()
@@ -92,6 +105,9 @@ def sandbox_processes(sb) -> list[str]:
                     with open(f"/proc/{entry}/stat") as f:
                         if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                             continue  # dead, waiting for the host's init to reap it
+                    with open(f"/proc/{entry}/cgroup") as f:
+                        if "docker" in f.read():
+                            continue  # a Docker sandbox's keeper also runs as nobody
                     if os.stat(f"/proc/{entry}").st_uid == NOBODY_UID:
                         with open(f"/proc/{entry}/cmdline", "rb") as f:
                             found.append(f.read().replace(b"\0", b" ").decode(errors="replace"))

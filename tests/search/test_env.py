@@ -9,7 +9,12 @@ from gymnasium.utils.env_checker import check_env
 import turngym
 from turngym.envs import load_suite
 from turngym.envs.search.env import SearchEnv
-from turngym.envs.search.policies import OracleSearchPolicy, RandomSearchPolicy, run_episode, tool_call
+from turngym.envs.search.policies import (
+    OracleSearchPolicy,
+    RandomSearchPolicy,
+    run_episode,
+    tool_call,
+)
 
 TEST_SAMPLE = load_suite("search-multihop").split("test")[::5]  # 100 frozen test tasks
 
@@ -27,6 +32,22 @@ def test_oracle_reaches_high_exact_match(env):
     # two supporting passages: 2 searches + 2 opens + 1 answer, ending in stratum 2
     assert {r["info"]["stratum"] for r in results} == {2}
     assert all(r["turns"] == 5 for r in results if r["info"]["success"])
+
+
+def test_expert_reply_solves_without_changing_state(env):
+    successes, turns = [], []
+    for task in TEST_SAMPLE[:50]:
+        obs, info = env.reset(options={"task": task.id})
+        done, n = False, 0
+        while not done:
+            before = (env.unwrapped.search_calls, env.unwrapped.last_result_ids, list(env.unwrapped.queries))
+            reply = env.unwrapped.expert_reply()
+            assert (env.unwrapped.search_calls, env.unwrapped.last_result_ids, list(env.unwrapped.queries)) == before
+            obs, reward, terminated, truncated, info = env.step(reply)
+            done, n = terminated or truncated, n + 1
+        successes.append(info["success"])
+        turns.append(n)
+    assert np.mean(successes) >= 0.95 and np.median(turns) == 5
 
 
 def test_random_policy_does_not(env):

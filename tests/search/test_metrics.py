@@ -2,7 +2,13 @@
 
 import pytest
 
-from turngym.envs.search.metrics import exact_match, f1, normalize_answer, score_answer, tool_cost_factor
+from turngym.envs.search.metrics import (
+    exact_match,
+    f1,
+    normalize_answer,
+    score_answer,
+    tool_cost_factor,
+)
 
 
 @pytest.mark.parametrize(

@@ -116,3 +116,14 @@ def test_dense_and_hybrid_retrieval(tmp_path):
     hybrid = make_retriever("hybrid", corpus, options, shared=False)
     top = [h.doc.id for h in hybrid.search("capital of Germany", 5)]
     assert top[0] == "p2" and len(top) == 5
+
+
+def test_cache_root_follows_the_turngym_cache_override(tmp_path, monkeypatch):
+    from turngym.envs.search.retrieval import cache_root
+
+    monkeypatch.setenv("TURNGYM_CACHE", str(tmp_path / "tg"))
+    assert cache_root() == tmp_path / "tg" / "search"
+    assert cache_root(tmp_path / "mine") == tmp_path / "mine"
+    monkeypatch.delenv("TURNGYM_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "turngym" / "search"

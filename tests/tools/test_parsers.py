@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from turngym.tools import ToolCall, parse_tool_calls
 from turngym.tools.parsers import (
     PARSERS,

@@ -209,8 +209,12 @@ def test_gspo_has_no_dual_clip():
     # A < 0 and s = e^2 = 7.39: token PPO would cap the loss at 3; GSPO keeps max(-A s, -A clip(s)).
     logp = torch.full((1, 2), 2.0)
     cfg = LossConfig(ratio="sequence", loss_agg="seq-mean-token-mean")
-    loss, metrics = policy_loss(logp, torch.zeros(1, 2), torch.tensor([-1.0]), torch.ones(1, 2), cfg)
+    loss, metrics = policy_loss(
+        logp, torch.zeros(1, 2), torch.tensor([-1.0]), torch.ones(1, 2), cfg
+    )
     assert loss.item() == pytest.approx(math.exp(2.0), rel=1e-6)
     assert metrics["dual_clipfrac"] == 0.0
-    token_loss, _ = policy_loss(logp, torch.zeros(1, 2), torch.tensor([-1.0]), torch.ones(1, 2), LossConfig())
+    token_loss, _ = policy_loss(
+        logp, torch.zeros(1, 2), torch.tensor([-1.0]), torch.ones(1, 2), LossConfig()
+    )
     assert token_loss.item() == pytest.approx(3.0)
