@@ -141,7 +141,7 @@ class RolloutEngine:
         if tokenizer is None:
             tokenizer = getattr(policy, "tokenizer", None)
         self.agent = Agent(tokenizer, AgentConfig(**{k: getattr(self.config, k) for k in AgentConfig.model_fields}))
-        self.env_id = env if isinstance(env, str) else ""
+        self.env_id = env if isinstance(env, str) else getattr(env, "env_id", "")
         self._env = env
         self._env_kwargs = env_kwargs or {}
         self._runs = 0

@@ -20,9 +20,18 @@ _STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class TrainRolloutConfig(RolloutConfig):
-    """The rollout engine's config (``turngym.agents.rollout.RolloutConfig``); unknown keys are errors."""
+    """The rollout engine's config (``turngym.agents.rollout.RolloutConfig``) plus where the
+    environments live; unknown keys are errors."""
 
     model_config = _STRICT
+    backend: str = "thread"
+    """Where environments live: ``thread`` (in process) or ``ray`` (Ray actors, extra [ray])."""
+    ray_actors: int = Field(2, ge=1)
+    """Environment actors when ``backend`` is ``ray``."""
+    ray_cpus_per_actor: float = 1.0
+    """CPUs Ray reserves per environment actor."""
+    ray_address: str | None = None
+    """Ray cluster to join (``auto``: the running one); None starts a local Ray."""
 
 
 class EnvConfig(BaseModel):

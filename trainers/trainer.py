@@ -179,7 +179,16 @@ class Trainer:
         probe = make(cfg.env.id, **cfg.env.kwargs)
         self.train_tasks = [t.id for t in probe.unwrapped.suite.split(cfg.env.train_split)]
         probe.close()
-        self.engine = RolloutEngine(self.policy, cfg.env.id, tokenizer, cfg.rollout, env_kwargs=cfg.env.kwargs)
+        env: Any = cfg.env.id
+        self.env_pool = None
+        if cfg.rollout.backend != "thread":
+            from turngym.agents.ray_pool import make_env_pool
+
+            self.env_pool = env = make_env_pool(cfg.rollout.backend, cfg.env.id, cfg.rollout, cfg.env.kwargs,
+                                                num_actors=cfg.rollout.ray_actors,
+                                                num_cpus_per_actor=cfg.rollout.ray_cpus_per_actor,
+                                                address=cfg.rollout.ray_address)
+        self.engine = RolloutEngine(self.policy, env, tokenizer, cfg.rollout, env_kwargs=cfg.env.kwargs)
         self.np_rng = np.random.default_rng(cfg.run.seed)
         self.step = 0
         self.cursor = 0
@@ -337,6 +346,8 @@ class Trainer:
         summary["eval_after"] = final["eval/success_rate"]
         self.save()
         self.logger.close()
+        if self.env_pool is not None:
+            self.env_pool.close()
         records = read_metrics(self.logger.path)
         summary["plot"] = str(plot_metrics(records, self.run_dir / "curves.png", title=f"{cfg.env.id} · {cfg.estimator.name}"))
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -16,7 +16,13 @@ from turngym.agents.evaluation.results import EvalResults, ResultsError, load_re
 from turngym.agents.evaluation.runner import EvalConfigError
 from turngym.envs import SuiteError, UnknownEnvError
 
-USER_ERRORS = (EvalConfigError, ResultsError, UnknownEnvError, SuiteError)
+USER_ERRORS: tuple[type[BaseException], ...] = (EvalConfigError, ResultsError, UnknownEnvError, SuiteError)
+try:  # a bad model spec (the models module is light to import; torch loads on use)
+    from turngym.agents.models import ModelSpecError
+
+    USER_ERRORS += (ModelSpecError,)
+except ImportError:  # pragma: no cover
+    pass
 
 
 def _parse_ks(text: str) -> list[int]:
@@ -56,12 +62,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from turngym.agents.evaluation.policies import runner_for_spec
     from turngym.agents.evaluation.runner import EvalConfig, evaluate
 
+    from turngym.agents.rollout import RolloutConfig
+
+    runs, max_tasks = args.runs, args.max_tasks
+    if args.episodes is not None:  # shorthand: N episodes = the first N tasks, one run each
+        runs, max_tasks = 1, args.episodes
     config = EvalConfig(
-        envs=args.env, split=args.suite, policy=args.policy, runs=args.runs, ks=args.k,
-        max_tasks=args.max_tasks, seed=args.seed, batch_size=args.batch_size, report=not args.no_report,
+        envs=args.env, split=args.suite, policy=args.policy, runs=runs, ks=args.k,
+        max_tasks=max_tasks, seed=args.seed, batch_size=args.batch_size, report=not args.no_report,
     )
     out = Path(args.out or _default_out(args.policy))
-    runner = runner_for_spec(args.policy)
+    rollout = RolloutConfig(group_size=1, temperature=args.temperature, max_tokens=args.max_tokens,
+                            stop=args.stop or [], progress=False)
+    runner = runner_for_spec(args.policy, rollout=rollout)
     with tqdm(desc="episodes", unit="ep", file=sys.stderr, disable=args.quiet) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -104,6 +117,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=_parse_ks, default=[1], metavar="K[,K...]", help="k values for pass@k and pass^k (default: 1)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: eval/<policy>)")
     p.add_argument("--max-tasks", type=int, metavar="M", help="only the first M tasks of each split")
+    p.add_argument("--episodes", type=int, metavar="N", help="shorthand for --max-tasks N --runs 1")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature of model policies (default: 0, greedy)")
+    p.add_argument("--max-tokens", type=int, default=256, help="most new tokens per reply of model policies (default: 256)")
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop string for model policies (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="base seed for episodes and the bootstrap (default: 0)")
     p.add_argument("--batch-size", type=int, default=64, help="episodes handed to the policy runner at once (default: 64)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")

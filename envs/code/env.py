@@ -1,0 +1,328 @@
+"""CodeEnv: write a Python function, run code in a sandbox, submit it to hidden tests.
+
+Tools (Hermes ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, several per reply
+allowed up to ``max_calls_per_turn``):
+
+- ``python(code)``: run a Python program in the episode's sandbox; stdout, stderr and how it
+  ended come back (truncated to ``output_chars``).
+- ``bash(cmd)``: run a shell command there (files written by earlier calls are still there).
+- ``submit(code)``: grade ``code`` (the whole solution: the function and what it needs)
+  against the task's hidden tests, in a fresh grading sandbox (see
+  :mod:`turngym.envs.code.grader`). The observation says how many tests passed, never which
+  inputs they use. The episode ends when every test passes or after ``max_submissions``;
+  otherwise the agent may fix and resubmit.
+
+Shortcut: a reply with no tool call, a fenced ```python block and the word "submit" outside
+the fence submits the last fenced block.
+
+Sandboxes: each environment keeps one warm sandbox of ``backend`` ("docker" by default, or
+"local") for its episodes: reused across an episode's turns, reset (processes killed, files
+wiped) before the next episode. Grading uses another sandbox from a shared pool, reset after
+every grading. Deadlines: ``exec_timeout_s`` per run, ``episode_exec_s`` of run time per
+episode (then python/bash refuse; submit still works), ``test_timeout_s`` per hidden test.
+
+Reward (at the submission that ends the episode; 0 otherwise): 1 if every hidden test passes
+else 0 (``reward="binary"``), or the fraction passed (``reward="fraction"``). A submission on
+the last turn ends the episode too. Info: ``stratum`` = python/bash executions so far;
+``anchor`` = (task id, outcome vector of the last submission, () before one); after a
+submission ``tests`` (per-test booleans), ``tests_passed``, ``tests_total``, ``submissions``;
+``success`` at the end.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import re
+import threading
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from turngym.envs.code.grader import GradeResult, grade
+from turngym.envs.core import EnvUnavailable, TurnEnv
+from turngym.envs.tasks import SuiteError, Task, TaskSuite
+from turngym.sandboxes import ExecResult, Sandbox, SandboxLimits, SandboxPool, make_sandbox
+from turngym.sandboxes.errors import SandboxUnavailable
+from turngym.tools import Tool, ToolCall, ToolError, format_tool_output, parse_tool_calls, truncate_text
+
+__all__ = ["CodeEnv", "CodeOptions", "CODE_TOOLS", "grading_pool"]
+
+
+class PythonArgs(BaseModel):
+    code: str = Field(min_length=1)
+    """A complete Python program to run."""
+
+
+class BashArgs(BaseModel):
+    cmd: str = Field(min_length=1)
+    """A shell command."""
+
+
+class SubmitArgs(BaseModel):
+    code: str = Field(min_length=1)
+    """The complete solution: the requested function and everything it needs."""
+
+
+PYTHON_TOOL = Tool("python", "Run a Python program in your sandbox; returns its stdout, stderr and exit status.", PythonArgs)
+BASH_TOOL = Tool("bash", "Run a shell command in your sandbox; returns its stdout, stderr and exit status.", BashArgs)
+SUBMIT_TOOL = Tool("submit", "Submit your complete solution to be graded by hidden tests.", SubmitArgs)
+CODE_TOOLS = [PYTHON_TOOL, BASH_TOOL, SUBMIT_TOOL]
+
+HELP = ('Call a tool as <tool_call>{"name": "python", "arguments": {"code": "..."}}</tool_call>; '
+        "tools: python(code), bash(cmd), submit(code).")
+_FENCE = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL)
+
+
+def _tool_call(name: str, **arguments: Any) -> str:
+    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}</tool_call>"
+
+
+class CodeOptions(BaseModel):
+    """The code environment's options (keyword arguments of ``turngym.make``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = "docker"
+    """Sandbox backend: "docker" (default), "local", or any registered with register_backend."""
+    reward: Literal["binary", "fraction"] = "binary"
+    """1 only when every hidden test passes, or the fraction of hidden tests passed."""
+    max_submissions: int = Field(default=3, ge=1)
+    """Submissions per episode; the last one ends the episode whatever its result."""
+    exec_timeout_s: float = Field(default=10.0, gt=0)
+    """Deadline of one python/bash run."""
+    episode_exec_s: float = Field(default=120.0, gt=0)
+    """Total run time of python/bash per episode; afterwards only submit works."""
+    test_timeout_s: float = Field(default=5.0, gt=0)
+    """Deadline of one hidden test at grading."""
+    output_chars: int = Field(default=4000, ge=200)
+    """Characters of one tool result shown to the agent (head and tail kept)."""
+    observation_chars: int = Field(default=8000, ge=200)
+    """Budget of one turn's observation, shared by the reply's calls."""
+    max_calls_per_turn: int = Field(default=4, ge=1)
+    """Tool calls run per reply; further calls are skipped with a note."""
+    grading_pool_size: int = Field(default=2, ge=1)
+    """Warm grading sandboxes shared by every environment of this backend and limits."""
+    limits: dict[str, Any] = Field(default_factory=dict)
+    """SandboxLimits fields for both the episode and the grading sandboxes (memory_mb, ...)."""
+    tool_call_style: str = "hermes"
+    """Tool-call syntax (a style registered in turngym.tools.parsers)."""
+
+
+_POOLS: dict[tuple[str, str], SandboxPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def grading_pool(backend: str, limits: SandboxLimits, size: int = 2) -> SandboxPool:
+    """The process-wide pool of grading sandboxes for ``backend`` and ``limits`` (made once)."""
+    key = (backend, limits.model_dump_json())
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = SandboxPool(lambda: make_sandbox(backend, limits), size=size, acquire_timeout=600.0)
+            _POOLS[key] = pool
+        return pool
+
+
+@atexit.register
+def _close_pools() -> None:
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.close()
+
+
+class CodeEnv(TurnEnv):
+    """Programming tasks with python, bash and submit tools, graded by hidden tests."""
+
+    description = "Write, run and fix Python in a sandbox; hidden tests grade the submission."
+    instructions = (
+        "Solve the programming task: write the requested Python function. You have a sandbox: "
+        "python(code) runs a Python program and bash(cmd) a shell command, and you see their output. "
+        "Test your code there, then submit(code) the complete solution (the function and any imports "
+        "or helpers it needs). Hidden tests grade the submission; if some fail you may fix it and "
+        "submit again, a limited number of times. "
+        'Call a tool as <tool_call>{"name": "python", "arguments": {"code": "print(1)"}}</tool_call>.'
+    )
+
+    def __init__(self, suite: str | TaskSuite | None = "code", split: str = "test", max_turns: int = 10,
+                 render_mode: str | None = None, **options: Any) -> None:
+        super().__init__(suite=suite, split=split, max_turns=max_turns, render_mode=render_mode)
+        try:
+            self.options = CodeOptions(**options)
+            self.limits = SandboxLimits(**self.options.limits)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "options"
+            raise ValueError(f"invalid option for CodeEnv: {where}: {first['msg']}") from None
+        self.tools = list(CODE_TOOLS)
+        self._tools_by_name = {t.name: t for t in self.tools}
+        self._handlers = {"python": self._python, "bash": self._bash, "submit": self._submit}
+        self._sandbox: Sandbox | None = None
+        self._dirty = False
+        self.executions = 0
+        self.exec_time = 0.0
+        self.submissions = 0
+        self.last_outcome: tuple[bool, ...] = ()
+        self._finished: dict[str, Any] | None = None
+        self._graded: dict[str, Any] = {}
+
+    # -- sandboxes -----------------------------------------------------------------------
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None or self._sandbox.closed:
+            try:
+                self._sandbox = make_sandbox(self.options.backend, self.limits)
+            except SandboxUnavailable as err:
+                raise EnvUnavailable(str(err)) from None
+        return self._sandbox
+
+    def _grade(self, code: str) -> GradeResult:
+        assert self.task is not None
+        try:
+            pool = grading_pool(self.options.backend, self.limits, self.options.grading_pool_size)
+        except SandboxUnavailable as err:
+            raise EnvUnavailable(str(err)) from None
+        meta = self.task.metadata
+        with pool.sandbox() as sandbox:  # checkin resets it: the next grading gets a fresh one
+            return grade(sandbox, code, list(meta["tests"]), meta.get("entry_point"),
+                         self.options.test_timeout_s)
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+            self._sandbox = None
+        super().close()
+
+    # -- the episode ---------------------------------------------------------------------
+    def _info(self) -> dict[str, Any]:
+        assert self.task is not None
+        return {"stratum": self.executions, "anchor": (self.task.id, self.last_outcome)}
+
+    def _reset_task(self, task: Task) -> tuple[str, dict[str, Any]]:
+        if not task.metadata.get("tests"):
+            raise SuiteError(f"task {task.id!r} has no hidden tests (metadata.tests)")
+        if self._dirty and self._sandbox is not None and not self._sandbox.closed:
+            self._sandbox.reset()  # the previous episode's processes and files go
+        _ = self.sandbox  # start it now (and fail now, with EnvUnavailable, if it cannot)
+        self._dirty = False
+        self.executions, self.exec_time, self.submissions = 0, 0.0, 0
+        self.last_outcome = ()
+        self._finished = None
+        obs = (f"Write this Python function:\n\n{task.prompt}\n"
+               f"{len(task.metadata['tests'])} hidden tests grade your submission; you may submit "
+               f"{self.options.max_submissions} times.\n{HELP}")
+        return obs, self._info()
+
+    def _parse(self, action: str) -> tuple[list[ToolCall], str]:
+        parsed = parse_tool_calls(action, self.options.tool_call_style)
+        if parsed.errors:
+            return [], parsed.errors[0]
+        calls = list(parsed.calls)
+        if not calls:
+            fences = _FENCE.findall(action)
+            if fences and re.search(r"\bsubmit\b", _FENCE.sub("", action), re.IGNORECASE):
+                calls = [ToolCall(name="submit", arguments={"code": fences[-1]})]
+        if not calls:
+            return [], "no tool call found"
+        return calls, ""
+
+    def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
+        calls, why = self._parse(action)
+        if not calls:
+            return f"Invalid reply ({why}). {HELP}", 0.0, False, {"action_valid": False, **self._info()}
+        budget = self.options.observation_chars // min(len(calls), self.options.max_calls_per_turn)
+        outputs, ran, valid = [], [], True
+        self._finished, self._graded = None, {}
+        for i, call in enumerate(calls):
+            if i >= self.options.max_calls_per_turn:
+                outputs.append(f"(skipped {len(calls) - i} more tool calls: at most "
+                               f"{self.options.max_calls_per_turn} per reply)")
+                break
+            tool = self._tools_by_name.get(call.name)
+            try:
+                if tool is None:
+                    raise ToolError(f"unknown tool {call.name!r}; tools: {', '.join(self._tools_by_name)}")
+                args = tool.validate(call)
+                text = self._handlers[tool.name](args)
+                ran.append({"name": tool.name, "arguments": args.model_dump()})
+            except ToolError as err:
+                valid = False
+                text = f"error: {err}"
+            outputs.append(format_tool_output(call.name, text, limit=min(budget, self.options.output_chars)))
+            if self._finished is not None or self._graded:
+                break  # a submission is the last thing a reply does
+        obs, _ = truncate_text("\n".join(outputs), self.options.observation_chars)
+        info: dict[str, Any] = {"action_valid": valid, "tool_calls": ran, **self._graded, **self._info()}
+        if self._finished is not None:
+            reward = self._finished.pop("reward")
+            info.update(self._finished)
+            return obs, reward, True, info
+        return obs, 0.0, False, info
+
+    # -- the tools -----------------------------------------------------------------------
+    def _run(self, run: Any) -> str:
+        left = self.options.episode_exec_s - self.exec_time
+        if left <= 0:
+            raise ToolError("this episode's run time is used up; submit your solution")
+        self._dirty = True
+        self.executions += 1
+        result: ExecResult = run(min(self.options.exec_timeout_s, left))
+        self.exec_time += result.duration_s
+        return _describe(result)
+
+    def _python(self, args: PythonArgs) -> str:
+        return self._run(lambda timeout: self.sandbox.python(args.code, timeout=timeout))
+
+    def _bash(self, args: BashArgs) -> str:
+        return self._run(lambda timeout: self.sandbox.exec(args.cmd, timeout=timeout))
+
+    def _submit(self, args: SubmitArgs) -> str:
+        self.submissions += 1
+        result = self._grade(args.code)
+        self.last_outcome = result.passed
+        passed, total = sum(result.passed), len(result.passed)
+        self._graded = {"tests": list(result.passed), "tests_passed": passed, "tests_total": total,
+                        "submissions": self.submissions}
+        solved = result.all_passed
+        last = self.submissions >= self.options.max_submissions or self.turn >= self.max_turns
+        if solved or last:
+            score = result.fraction if self.options.reward == "fraction" else float(solved)
+            self._finished = {"reward": score, "success": solved}
+        text = f"{passed} of {total} hidden tests passed."
+        if solved:
+            return text + " Solved."
+        if last:
+            return text + " No submissions left."
+        return text + f" You may fix your solution and submit again ({self.options.max_submissions - self.submissions} left)."
+
+    # -- helpers for solvers and checks --------------------------------------------------------
+    def expert_reply(self) -> str | None:
+        """Submit the reference solution (demonstrations for ``turngym sft``, ``scripted:expert``)."""
+        if self.task is None or not self.task.answer:
+            return None
+        return _tool_call("submit", code=str(self.task.answer))
+
+    def example_actions(self) -> list[str]:
+        return [
+            _tool_call("python", code="print(sum(range(10)))"),
+            _tool_call("bash", cmd="echo hello; ls"),
+            _tool_call("python", code="raise ValueError('boom')"),
+            "no tool call here",
+            _tool_call("submit", code="def f():\n    return 0\n"),
+        ]
+
+
+def _describe(result: ExecResult) -> str:
+    """A run's result as the agent reads it: how it ended, then stdout and stderr."""
+    ending = {"ok": "exit code 0", "error": f"exit code {result.exit_code}"}.get(
+        result.status, f"{result.status}: {result.message}".rstrip(": "))
+    parts = [f"[{ending}]"]
+    if result.stdout:
+        parts.append(f"stdout:\n{result.stdout.rstrip()}")
+    if result.stderr:
+        parts.append(f"stderr:\n{result.stderr.rstrip()}")
+    if result.truncated:
+        parts.append("(output was cut at the sandbox's limit)")
+    return "\n".join(parts)
