@@ -44,7 +44,14 @@ from turngym.envs.core import EnvUnavailable, TurnEnv
 from turngym.envs.tasks import SuiteError, Task, TaskSuite
 from turngym.sandboxes import ExecResult, Sandbox, SandboxLimits, SandboxPool, make_sandbox
 from turngym.sandboxes.errors import SandboxUnavailable
-from turngym.tools import Tool, ToolCall, ToolError, format_tool_output, parse_tool_calls, truncate_text
+from turngym.tools import (
+    Tool,
+    ToolCall,
+    ToolError,
+    format_tool_output,
+    parse_tool_calls,
+    truncate_text,
+)
 
 __all__ = ["CodeEnv", "CodeOptions", "CODE_TOOLS", "grading_pool"]
 

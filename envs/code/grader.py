@@ -18,7 +18,12 @@ How a submission is graded (:func:`grade`):
   ``os._exit(0)``), crashing, timing out, editing or deleting test files (they were read into
   memory already, and each grading writes them anew), printing a fake summary, patching
   builtins or the modules a test uses, or returning objects whose ``__eq__`` always says True
-  all leave the nonce unwritten.
+  all leave the nonce unwritten. The assert helpers are closures over references taken before
+  the candidate ran, so patching ``builtins``, ``operator`` or the harness's own globals does
+  not change them.
+- Consequence for task authors: asserted values must be plain built-in values (numbers,
+  strings, bytes, None, and lists/tuples/dicts/sets of them); a test that compares instances of
+  other classes fails. All 164 HumanEval checks and the packaged suite satisfy this.
 
 Residual risk, stated plainly: candidate code runs in the same process as its test, so code
 written to attack this harness specifically (scanning its own memory for the nonce) could

@@ -14,7 +14,9 @@ Protocol (see :mod:`turngym.envs.code.grader` for the threat model):
    imports, then executes the candidate as the module ``solution`` and the test body in a fresh
    namespace whose ``__builtins__`` is a private copy taken before the candidate ran. Asserts are
    rewritten so that comparisons and truth tests accept only values of exact built-in types
-   (an object whose ``__eq__`` always answers True is refused).
+   (an object whose ``__eq__`` always answers True is refused). The helpers doing that are
+   closures over references taken before the candidate ran (see ``_make_helpers``), so patching
+   ``builtins``, ``operator`` or this module's globals does not reach them.
 3. Only when the test body has returned normally, and the snapshotted modules and builtins are
    unchanged, does the child write ``PASS <nonce>`` to the saved real stdout. ``exit(0)``,
    ``sys.exit(0)``, ``os._exit(0)``, exceptions, timeouts and crashes never print the nonce.
@@ -36,31 +38,7 @@ _OPS = {
     ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Is: operator.is_, ast.IsNot: operator.is_not,
     ast.In: lambda a, b: operator.contains(b, a), ast.NotIn: lambda a, b: not operator.contains(b, a),
 }
-_type, _id, _len, _isinstance, _bool = type, id, len, isinstance, bool
-
-
-def _plain(value, depth=0):
-    """True when ``value`` is built only of exact built-in types (no user __eq__/__bool__)."""
-    if depth > 50:
-        return False
-    kind = _type(value)
-    if kind not in _PLAIN:
-        return False
-    if kind in (list, tuple, set, frozenset):
-        return all(_plain(v, depth + 1) for v in value)
-    if kind is dict:
-        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
-    return True
-
-
-def _require_plain(value):
-    if not _plain(value):
-        raise AssertionError("the value is not built of plain built-in types (%s)" % _type(value).__name__)
-    return value
-
-
-def _truth(value):
-    return _bool(_require_plain(value))
+_type, _len, _isinstance = type, len, isinstance
 
 
 class _StrictAsserts(ast.NodeTransformer):
@@ -87,17 +65,54 @@ class _StrictAsserts(ast.NodeTransformer):
 
 
 _OP_NAMES = [op.__name__ for op in _OPS]
-_OP_BY_INDEX = list(_OPS.values())
 
 
-def _compare_indexed(left, op_indices, rights):
-    values = [left, *rights]
-    for value in values:
-        _require_plain(value)
-    for i, index in enumerate(op_indices):
-        if not _OP_BY_INDEX[index](values[i], values[i + 1]):
+def _make_helpers():
+    """The assert helpers as closures over references taken now, before candidate code runs.
+
+    They look nothing up in module globals or builtins at call time, so a candidate that patches
+    ``builtins.all`` or this module's globals (``import __main__``) does not change them.
+    """
+    ops = tuple(_OPS.values())
+    plain_types = frozenset(_PLAIN)
+    containers = frozenset((list, tuple, set, frozenset))
+    type_, bool_, len_, range_, dict_, error = type, bool, len, range, dict, AssertionError
+    dict_items = dict.items
+
+    def plain(value, depth):
+        if depth > 50:
             return False
-    return True
+        kind = type_(value)
+        if kind not in plain_types:
+            return False
+        if kind in containers:
+            for item in value:
+                if not plain(item, depth + 1):
+                    return False
+        elif kind is dict_:
+            for key, item in dict_items(value):
+                if not plain(key, depth + 1) or not plain(item, depth + 1):
+                    return False
+        return True
+
+    def require(value):
+        if not plain(value, 0):
+            raise error("the value is not built of plain built-in types (%s)" % type_(value).__name__)
+        return value
+
+    def compare(left, op_indices, rights):
+        values = [left, *rights]
+        for value in values:
+            require(value)
+        for i in range_(len_(op_indices)):
+            if not ops[op_indices[i]](values[i], values[i + 1]):
+                return False
+        return True
+
+    def truth(value):
+        return bool_(require(value))
+
+    return compare, truth
 
 
 def _compile_test(source):
@@ -144,6 +159,7 @@ def _run_child(index, buf, job, out_fd):
         except ImportError:
             pass
     pristine_builtins = dict(builtins.__dict__)
+    compare, truth = _make_helpers()
     code = _compile_test(test_source)
     module = types.ModuleType("solution")
     module.__file__ = "solution.py"
@@ -154,7 +170,7 @@ def _run_child(index, buf, job, out_fd):
         mod.__dict__.update(saved)
         sys.modules[name] = mod
     namespace = {"__builtins__": dict(pristine_builtins), "__name__": "__test__",
-                 "__tg_compare__": _compare_indexed, "__tg_truth__": _truth}
+                 "__tg_compare__": compare, "__tg_truth__": truth}
     for key, value in module.__dict__.items():
         # helpers the task's prompt defines (HumanEval tests call them), but never a name that
         # would shadow a builtin the test relies on

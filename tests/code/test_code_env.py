@@ -137,6 +137,14 @@ HACKS = {
         f"os.write(1, b'{FAKE_PASS}\\n')\nos.write(2, b'4 passed\\n')\n"
         "for fd in range(3, 20):\n    try:\n"
         f"        os.write(fd, b'{FAKE_PASS}\\n')\n    except OSError:\n        pass\n" + WRONG),
+    "patch_harness_globals": (
+        "import __main__, builtins, operator\n"
+        "builtins.all = lambda it: True\noperator.eq = lambda a, b: True\n"
+        "for name in ('_OPS', '_PLAIN', '_OP_BY_INDEX', '_OP_NAMES'):\n"
+        "    if hasattr(__main__, name):\n        setattr(__main__, name, None)\n"
+        "__main__._make_helpers = lambda: (lambda *a: True, lambda v: True)\n"
+        "class Anything:\n    def __eq__(self, other): return True\n    __hash__ = object.__hash__\n"
+        "def add(a, b):\n    return Anything()\n"),
     "sleep_forever": "import time\ndef add(a, b):\n    time.sleep(100)\n",
 }
 

@@ -9,8 +9,8 @@ config_args = pytest.importorskip("accelerate.commands.config.config_args")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("name,kind,key", [("accelerate_fsdp.yaml", "FSDP", "fsdp_config"),
-                                           ("deepspeed_zero3.yaml", "DEEPSPEED", "deepspeed_config")])
+@pytest.mark.parametrize("name,kind,key", [("accelerate/fsdp.yaml", "FSDP", "fsdp_config"),
+                                           ("accelerate/deepspeed_zero3.yaml", "DEEPSPEED", "deepspeed_config")])
 def test_example_config_loads_in_accelerate(name, kind, key):
     cfg = config_args.ClusterConfig.from_yaml_file(str(EXAMPLES / name))
     assert str(cfg.distributed_type).endswith(kind)

@@ -33,7 +33,7 @@ class KillOnce:
 def test_training_steps_with_environments_in_actors_survive_a_killed_actor(local_ray, tmp_path):
     overrides = [
         "env.id=turngym/FrozenLake-v0", "env.kwargs={max_turns: 6, invalid_penalty: 0.1}", f"policy.model={TINY}",
-        "rollout.group_size=4", "rollout.memory=window", "rollout.memory_window=0", "rollout.max_tokens=20",
+        "rollout.group_size=4", "rollout.memory=window", "rollout.memory_window=0", "rollout.max_tokens=24",
         "rollout.stop=['</action>']", "rollout.progress=false", "rollout.concurrency=2",
         "estimator.name=gigpo", "optim.lr=1e-3", "run.tasks_per_step=3", "run.eval_every=0",
         "run.checkpoint_every=0", "run.tensorboard=false", f"run.out_dir={tmp_path / 'run'}", "run.steps=3",
