@@ -73,7 +73,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or _default_out(args.policy))
     rollout = RolloutConfig(group_size=1, temperature=args.temperature, max_tokens=args.max_tokens,
-                            stop=args.stop or [], progress=False)
+                            stop=args.stop or [], progress=False, max_turns=args.max_turns,
+                            memory="window" if args.memory_window is not None else "full",
+                            memory_window=args.memory_window or 0)
     runner = runner_for_spec(args.policy, rollout=rollout)
     with tqdm(desc="episodes", unit="ep", file=sys.stderr, disable=args.quiet) as bar:
 
@@ -121,6 +123,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature of model policies (default: 0, greedy)")
     p.add_argument("--max-tokens", type=int, default=256, help="most new tokens per reply of model policies (default: 256)")
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop string for model policies (repeatable)")
+    p.add_argument("--max-turns", type=int, default=None, help="cap on turns per episode, on top of the environment's own")
+    p.add_argument("--memory-window", type=int, default=None, metavar="K",
+                   help="show the model the task and only the last K turns (default: the whole history)")
     p.add_argument("--seed", type=int, default=0, help="base seed for episodes and the bootstrap (default: 0)")
     p.add_argument("--batch-size", type=int, default=64, help="episodes handed to the policy runner at once (default: 64)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")

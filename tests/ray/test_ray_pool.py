@@ -26,10 +26,12 @@ def tasks(n):
 
 
 def comparable(trajs):
-    """Trajectories without wall-clock timings."""
+    """Trajectories without wall-clock timings (and without env_id: a RayEnvPool knows its
+    environment's id, the reference's thread pool over a factory does not)."""
     out = []
     for t in trajs:
         d = t.model_dump()
+        d.pop("env_id")
         for turn in d["turns"]:
             turn.pop("generate_s"), turn.pop("env_s")
         out.append(d)
