@@ -94,6 +94,8 @@ def plot_metrics(records: Iterable[dict[str, float]], out: str | Path, title: st
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes, color="gray")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

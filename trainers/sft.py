@@ -91,7 +91,7 @@ def sft(
     losses: list[float] = []
     steps_done = 0
     total_steps = epochs * max(1, -(-len(rows) // batch_rows))
-    bar = tqdm(total=total_steps, desc="sft", unit="step", disable=not progress)
+    bar = tqdm(total=total_steps, desc="sft", unit="step", disable=None if progress else True)  # None: off when not a terminal
     stopped = False
     for _epoch in range(epochs):
         losses = []

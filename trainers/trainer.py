@@ -149,9 +149,15 @@ class Trainer:
         from turngym.agents.models import load_model
         from turngym.envs import make
 
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # checkpoint writes are not long work worth a bar
         self.config = cfg = config
         self.run_dir = Path(cfg.run.out_dir)
+        if not resume and ((self.run_dir / "metrics.jsonl").exists() or (self.run_dir / "checkpoints").exists()):
+            raise FileExistsError(f"{self.run_dir} already holds a run: continue it with --resume, or choose another --out")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.resumed = resume
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True)
         if cfg.policy.torch_threads:
@@ -318,18 +324,20 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         cfg = self.config
         summary: dict[str, Any] = {}
-        if self.step == 0 and not (self.run_dir / "eval" / "step-000000" / "results.json").is_file():
-            before = self.evaluate("step-000000")
-            self.logger.log(0, before)
+        if self.step == 0 and not self.resumed:  # a run resumed at step 0 has had its warm start
+            before = self.evaluate("before-sft" if cfg.sft.enabled else "step-000000")
             summary["eval_before"] = before["eval/success_rate"]
-            if cfg.sft.enabled:
+            if not cfg.sft.enabled:
+                self.logger.log(0, before)
+            else:
+                # the RL curve starts from the warm start: its evaluation is step 0's `eval/*`
                 sft_metrics = self.warm_start()
-                after_sft = self.evaluate("after-sft")
-                self.logger.log(0, {**sft_metrics, **{f"sft_{k}": v for k, v in after_sft.items()}})
+                after_sft = self.evaluate("step-000000")
+                self.logger.log(0, {**sft_metrics, **after_sft, **{f"pre_sft_{k}": v for k, v in before.items()}})
                 summary["eval_after_sft"] = after_sft["eval/success_rate"]
                 summary.update(sft_metrics)
                 self.save()
-        bar = tqdm(total=cfg.run.steps, initial=self.step, desc="train", unit="step")
+        bar = tqdm(total=cfg.run.steps, initial=self.step, desc="train", unit="step", disable=None)  # None: off when not a terminal
         while self.step < cfg.run.steps:
             metrics = self.train_step()
             if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.run.steps:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from turngym.config import ConfigError, dump_config, load_config
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, FileExistsError)
 
 
 def _load(args: argparse.Namespace):

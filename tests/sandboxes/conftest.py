@@ -32,26 +32,35 @@ def docker_skip_reason() -> str | None:
     return None
 
 
+def _left_containers() -> list[str]:
+    """Containers still labelled as sandboxes, after process-wide pools (the code environment's
+    grading pools, otherwise closed at exit) have been closed."""
+    import sys
+
+    code_env = sys.modules.get("turngym.envs.code.env")
+    if code_env is not None:
+        code_env._close_pools()
+    from turngym.sandboxes.docker import docker_client
+
+    return [c.name for c in docker_client().containers.list(all=True, filters={"label": "turngym.sandbox"})]
+
+
 @pytest.fixture(scope="session")
 def docker_ready():
     reason = docker_skip_reason()
     if reason:
         pytest.skip(reason)
     yield
-    from turngym.sandboxes.docker import docker_client
-
-    left = docker_client().containers.list(all=True, filters={"label": "turngym.sandbox"})
-    assert not left, f"sandbox containers left behind: {[c.name for c in left]}"
+    left = _left_containers()
+    assert not left, f"sandbox containers left behind: {left}"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_containers_left_after_session():
     yield
     if docker_skip_reason() is None:
-        from turngym.sandboxes.docker import docker_client
-
-        left = docker_client().containers.list(all=True, filters={"label": "turngym.sandbox"})
-        assert not left, f"sandbox containers left behind: {[c.name for c in left]}"
+        left = _left_containers()
+        assert not left, f"sandbox containers left behind: {left}"
 
 
 def make_backend(name: str, limits: SandboxLimits = LIMITS):

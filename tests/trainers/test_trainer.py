@@ -104,3 +104,9 @@ def test_warm_start_then_rl_on_the_expert_demonstrations(tmp_path):
     expert = [trainer.tokenizer.decode(d.response_ids, skip_special_tokens=True) for d in demos]
     accuracy = sum(r.text.strip() == e.strip() for r, e in zip(replies, expert)) / len(demos)
     assert accuracy >= 0.5, accuracy
+
+
+def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path):
+    Trainer(_config(tmp_path, "taken", run__steps=1)).train()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        Trainer(_config(tmp_path, "taken", run__steps=2))
