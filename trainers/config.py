@@ -136,7 +136,7 @@ class RunConfig(BaseModel):
     wandb: bool = False
     """Log to Weights & Biases (needs ``pip install wandb``)."""
     sample_trajectories: int = 4
-    """Trajectories saved per evaluation for inspection."""
+    """Training trajectories (with their advantages) saved at each evaluation, in ``samples/``."""
     deterministic: bool = False
     """torch deterministic algorithms (exact resume equivalence; slower on GPU)."""
 

@@ -279,6 +279,7 @@ class Trainer:
                 metrics.update(ppo_update(self.model, self.optimizer, rows, self.config, self.pad_id, self.device,
                                           self.np_rng, self.ref_model))
             self.policy.sync_weights(self.model.state_dict())
+        self.last_trajectories = trajs
         metrics["time/rollout_s"] = rollout_s
         metrics["time/step_s"] = time.perf_counter() - start
         self.step += 1
@@ -303,6 +304,13 @@ class Trainer:
         stats = results.envs[0].stats
         return {"eval/success_rate": stats.pass1.mean, "eval/success_ci_low": stats.pass1.low,
                 "eval/success_ci_high": stats.pass1.high, "eval/reward_mean": stats.mean_reward}
+
+    def save_samples(self) -> None:
+        """A few of the last step's training trajectories, with their per-turn advantages, as
+        ``samples/step-N.jsonl`` (readable with ``turngym.agents.read_jsonl``)."""
+        n = self.config.run.sample_trajectories
+        if n > 0 and getattr(self, "last_trajectories", None):
+            write_jsonl(self.last_trajectories[:n], self.run_dir / "samples" / f"step-{self.step:06d}.jsonl")
 
     # -- the loop -----------------------------------------------------------------------------------
     def save(self) -> Path:
@@ -342,6 +350,7 @@ class Trainer:
             metrics = self.train_step()
             if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.run.steps:
                 metrics.update(self.evaluate())
+                self.save_samples()
             self.logger.log(self.step, metrics)
             bar.set_postfix(reward=f"{metrics.get('rollout/reward_mean', 0):.2f}",
                             success=f"{metrics.get('rollout/success_rate', 0):.2f}")
@@ -350,6 +359,7 @@ class Trainer:
                 self.save()
         bar.close()
         final = self.evaluate()
+        self.save_samples()
         self.logger.log(self.step, final)
         summary["eval_after"] = final["eval/success_rate"]
         self.save()

@@ -52,6 +52,10 @@ def test_two_steps_update_the_model_and_write_metrics_checkpoints_evals_and_plot
         assert (run / "eval" / label / "report.html").is_file()
     assert 0.0 <= summary["eval_before"] <= 1.0 and 0.0 <= summary["eval_after"] <= 1.0
     assert (run / "checkpoints" / "latest").read_text() == "step-000002"
+    from turngym.agents import read_jsonl
+
+    samples = list(read_jsonl(run / "samples" / "step-000002.jsonl"))
+    assert len(samples) == 4 and all(turn.advantage is not None for t in samples for turn in t.turns)
 
 
 def test_resume_continues_exactly(tmp_path):
