@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from turngym.agents.policy import Completion, Prompt, SamplingParams
+from turngym.agents.policy import Completion, Prompt, SamplingParams, prompt_token_ids
 
 __all__ = ["HFPolicy", "sample_tokens", "first_stop"]
 
@@ -120,14 +120,7 @@ class HFPolicy:
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """The token ids of a prompt: ids as given, chat messages through the chat template."""
-        if not prompt:
-            raise ValueError("a prompt must have at least one token or message")
-        if isinstance(prompt[0], dict):
-            ids = self.tokenizer.apply_chat_template(
-                list(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-            return [int(i) for i in ids]
-        return [int(i) for i in prompt]
+        return prompt_token_ids(self.tokenizer, prompt)
 
     def generate(self, prompts: list[Prompt], sampling: SamplingParams) -> list[Completion]:
         ids = [self.prompt_ids(p) for p in prompts]

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Completion", "Policy", "Prompt", "SamplingParams"]
+__all__ = ["Completion", "Policy", "Prompt", "SamplingParams", "prompt_token_ids"]
 
 #: Prompt token ids, or chat messages for backends that apply their own template.
 Prompt = list[int] | list[dict[str, Any]]
@@ -61,3 +61,14 @@ class Policy(Protocol):
     """Anything that turns prompts into completions."""
 
     def generate(self, prompts: list[Prompt], sampling: SamplingParams) -> list[Completion]: ...
+
+
+def prompt_token_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """The token ids of a prompt: ids as given, chat messages through the tokenizer's chat
+    template (with the generation prompt) — for backends that take token ids."""
+    if not prompt:
+        raise ValueError("a prompt must have at least one token or message")
+    if isinstance(prompt[0], dict):
+        ids = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True, return_dict=False)
+        return [int(i) for i in ids]
+    return [int(i) for i in prompt]

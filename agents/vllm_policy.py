@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from turngym.agents.policy import Completion, Prompt, SamplingParams
+from turngym.agents.policy import Completion, Prompt, SamplingParams, prompt_token_ids
 
 __all__ = ["VLLMPolicy", "VLLMUnavailable", "vllm_available"]
 
@@ -88,14 +88,8 @@ class VLLMPolicy:
         self.tokenizer = self.llm.get_tokenizer()
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
-        if not prompt:
-            raise ValueError("a prompt must have at least one token or message")
-        if isinstance(prompt[0], dict):
-            ids = self.tokenizer.apply_chat_template(
-                list(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-            return [int(i) for i in ids]
-        return [int(i) for i in prompt]
+        """The token ids of a prompt: ids as given, chat messages through the chat template."""
+        return prompt_token_ids(self.tokenizer, prompt)
 
     def generate(self, prompts: list[Prompt], sampling: SamplingParams) -> list[Completion]:
         from vllm.inputs import TokensPrompt

@@ -95,7 +95,7 @@ def ppo_update(
         with ref_ctx:
             _fill_logprobs(ref_model if isinstance(ref_model, torch.nn.Module) else model, rows, pad_id,
                            optim.micro_batch_tokens, device, "ref_logprobs")
-    gap = collate(rows, pad_id) if len(rows) <= 512 else collate(rows[:512], pad_id)
+    gap = collate(rows[:512], pad_id)  # the rollout/train gap, on at most 512 rows
     have_rollout = all(len(r.rollout_logprobs) == len(r.response_ids) for r in rows)
     metrics: dict[str, list[float]] = {}
     if have_rollout:
@@ -103,7 +103,6 @@ def ppo_update(
             metrics[f"rollout_train_gap_{k}"] = [v]
 
     model.train()
-    want_entropy = True
     for _epoch in range(optim.ppo_epochs):
         order = rng.permutation(len(rows))
         for mini in np.array_split(order, min(optim.mini_batches, len(rows))):
@@ -118,7 +117,7 @@ def ppo_update(
             for idx in micro_batches([len(r) for r in mini_rows], optim.micro_batch_tokens):
                 batch_rows = [mini_rows[i] for i in idx]
                 batch = collate(batch_rows, pad_id, device)
-                logp, entropy = token_logprobs(model, batch, with_entropy=want_entropy)
+                logp, entropy = token_logprobs(model, batch, with_entropy=True)  # entropy is always logged
                 loss, m = policy_loss(logp, batch["old_logp"], batch["advantages"], batch["response_mask"], cfg,
                                       ref_logp=batch["ref_logp"] if cfg.use_kl else None, entropy=entropy)
                 # each micro-batch's mean re-weighted to its share of the mini-batch
@@ -272,7 +271,7 @@ class Trainer:
                     turn.advantage = float(adv[i])
                     i += 1
             rows = rows_from_trajectories(trajs, adv)
-            rows = [r for r in rows if r.advantage != 0.0] or rows[:0]
+            rows = [r for r in rows if r.advantage != 0.0]  # a zero advantage has no gradient
             metrics["train/rows"] = len(rows)
             metrics["train/advantage_abs_mean"] = float(np.mean(np.abs(adv))) if len(adv) else 0.0
             if rows:
