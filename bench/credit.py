@@ -6,6 +6,11 @@ success is measured every ``--eval-every`` steps. Reports steps-to-threshold and
 (mean and spread over seeds) and plots the curves.
 
     python bench/credit.py --steps 40 --seeds 0 1 2 --out bench/results/credit
+
+The warm start is saved (``warm-start/state.pt``) and finished runs are kept, so a stopped
+bench continues where it was, and several processes can share the work on a multi-core
+machine (``--estimators grpo`` in one, ``--estimators gigpo`` in another, then one more call
+with all of them to write the summary and the plot).
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from turngym.agents.models import load_model
 from turngym.config import load_config
@@ -47,14 +54,22 @@ def main() -> None:
     ])
     # One warm start shared by every run.
     warm_dir = out / "warm-start"
-    ws_cfg = base.model_copy(deep=True)
-    ws_cfg.run.out_dir = str(warm_dir)
-    ws_cfg.run.steps = 0
-    warm = Trainer(ws_cfg)
-    warm_eval = warm.evaluate("before")["eval/success_rate"]
-    warm.warm_start()
-    warm_success = warm.evaluate("after-sft")["eval/success_rate"]
-    state = copy.deepcopy(warm.model.state_dict())
+    warm_file = warm_dir / "state.pt"
+    if warm_file.exists():
+        saved = torch.load(warm_file)
+        state, warm_eval, warm_success = saved["state"], saved["before"], saved["after"]
+    else:
+        ws_cfg = base.model_copy(deep=True)
+        ws_cfg.run.out_dir = str(warm_dir)
+        ws_cfg.run.steps = 0
+        warm = Trainer(ws_cfg)
+        warm_eval = warm.evaluate("before")["eval/success_rate"]
+        warm.warm_start()
+        warm_success = warm.evaluate("after-sft")["eval/success_rate"]
+        state = copy.deepcopy(warm.model.state_dict())
+        tmp = warm_file.with_suffix(".tmp")
+        torch.save({"state": state, "before": warm_eval, "after": warm_success}, tmp)
+        tmp.replace(warm_file)
     print(f"warm start: {warm_eval:.3f} -> {warm_success:.3f}")
     threshold = args.threshold if args.threshold is not None else warm_success + 0.10
 
@@ -63,17 +78,27 @@ def main() -> None:
     for name in args.estimators:
         for seed in args.seeds:
             cfg = base.model_copy(deep=True)
+            if name != base.estimator.name:  # the config's options belong to its own estimator
+                cfg.estimator.options = {}
             cfg.estimator.name = name
             cfg.run.seed = seed
             cfg.rollout.seed = seed
             cfg.sft.enabled = False
             cfg.run.out_dir = str(out / f"{name}-seed{seed}")
-            model, tokenizer = load_model(cfg.policy.model)
-            model.load_state_dict(state)
-            trainer = Trainer(cfg, model=model, tokenizer=tokenizer)
-            t0 = time.perf_counter()
-            trainer.train()
-            timings.setdefault(name, []).append(time.perf_counter() - t0)
+            done = Path(cfg.run.out_dir) / "bench.json"
+            if done.exists():
+                seconds = json.loads(done.read_text())["seconds"]
+            else:
+                if Path(cfg.run.out_dir).exists():  # an unfinished run: start it again
+                    shutil.rmtree(cfg.run.out_dir)
+                model, tokenizer = load_model(cfg.policy.model)
+                model.load_state_dict(state)
+                trainer = Trainer(cfg, model=model, tokenizer=tokenizer)
+                t0 = time.perf_counter()
+                trainer.train()
+                seconds = time.perf_counter() - t0
+                done.write_text(json.dumps({"seconds": seconds}))
+            timings.setdefault(name, []).append(seconds)
             points = [(0, warm_success)]
             for line in (Path(cfg.run.out_dir) / "metrics.jsonl").read_text().splitlines():
                 rec = json.loads(line)

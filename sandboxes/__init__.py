@@ -3,7 +3,7 @@
 Public API::
 
     from turngym.sandboxes import (DockerSandbox, LocalSandbox, SandboxPool, ExecResult,
-                                   SandboxLimits, make_sandbox)
+                                   SandboxLimits, make_sandbox, shared_pool, close_shared_pools)
 
     with make_sandbox("local") as sb:          # or "docker"; "auto" prefers Docker
         r = sb.python("print(1)")               # ExecResult(stdout="1\\n", status="ok", ...)
@@ -31,7 +31,7 @@ from turngym.sandboxes.errors import (
     UnsafePath,
 )
 from turngym.sandboxes.local import LocalSandbox
-from turngym.sandboxes.pool import SandboxPool
+from turngym.sandboxes.pool import SandboxPool, SharedPool, close_shared_pools, shared_pool
 
 if TYPE_CHECKING:
     from turngym.sandboxes.docker import DockerSandbox
@@ -52,10 +52,13 @@ __all__ = [
     "SandboxLimits",
     "SandboxPool",
     "SandboxUnavailable",
+    "SharedPool",
     "Status",
     "UnsafePath",
+    "close_shared_pools",
     "make_sandbox",
     "register_backend",
+    "shared_pool",
 ]
 
 BACKENDS: dict[str, str] = {

@@ -8,22 +8,31 @@
   background thread so the episode that returns it does not wait; after ``max_uses`` episodes,
   or when the reset fails, the sandbox is closed and a fresh one started in its place.
 - ``with pool.sandbox() as sb:`` is checkout + checkin. ``close()`` closes every sandbox.
+
+Process-wide pools (one per backend and limits, shared by every environment of a process, such
+as the code environment's grading pools) join one registry here rather than each keeping its
+own: ``shared_pool(key, factory)`` returns the pool registered under ``key``, made by
+``factory()`` on first use or after it was closed; ``close_shared_pools()`` closes and forgets
+them all. It runs at interpreter exit (``atexit``) and can be called any time (a test session's
+leak check does); a later ``shared_pool`` call then starts a fresh pool.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Protocol, TypeVar
 
 from turngym.sandboxes.base import Sandbox
 from turngym.sandboxes.errors import PoolExhausted, SandboxClosed
 
-__all__ = ["SandboxPool"]
+__all__ = ["SandboxPool", "SharedPool", "close_shared_pools", "shared_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,10 @@ class SandboxPool:
         sandbox = self.factory()
         self._uses[id(sandbox)] = 0
         return sandbox
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def available(self) -> int:
@@ -143,3 +156,44 @@ class SandboxPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# -- the process-wide registry ------------------------------------------------------------
+class SharedPool(Protocol):
+    """What the registry needs of a pool: to tell whether it is closed, and to close it."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+P = TypeVar("P", bound=SharedPool)
+
+_shared: dict[Hashable, SharedPool] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_pool(key: Hashable, factory: Callable[[], P]) -> P:
+    """The process-wide pool registered under ``key``; ``factory()`` makes it on first use, or
+    again once it was closed. The pool is closed by :func:`close_shared_pools` (at exit at the
+    latest). Callers sharing a key must build the same kind of pool: the key says what it is."""
+    with _shared_lock:  # held while the factory runs, so two callers never start two pools
+        pool = _shared.get(key)
+        if pool is None or pool.closed:
+            pool = factory()
+            _shared[key] = pool
+        return pool  # type: ignore[return-value]
+
+
+@atexit.register
+def close_shared_pools() -> None:
+    """Close every pool in the registry and forget them (idempotent)."""
+    with _shared_lock:
+        pools = list(_shared.values())
+        _shared.clear()
+    for pool in pools:
+        try:
+            pool.close()
+        except Exception as err:  # one pool failing to close must not keep the others open
+            log.warning("turngym: closing a shared pool failed: %s", err)

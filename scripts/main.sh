@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs turngym into .venv and runs the main job: a tiny model learns Sokoban on a CPU
+# Installs turngym into .venv and runs the main job: a tiny model learns FrozenLake on a CPU
 # (supervised warm start on the solver's demonstrations, then GiGPO), printing held-out
 # success before and after and saving runs/main/curves.png. Extra arguments go to
 # `turngym train`, e.g. `bash scripts/main.sh --set run.steps=60`.

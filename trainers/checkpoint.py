@@ -5,6 +5,12 @@ when the model is a peft model), the optimizer state, the RNG states (Python, Nu
 the trainer state (step, data cursor, metric history) and the config. It is written into a
 temporary folder and renamed into place, so a run killed mid-write never leaves a half
 checkpoint; ``latest`` names the newest complete one.
+
+Under a multi-process launch every rank calls :func:`save_checkpoint` with the same arguments
+(plus its ``rank``, the ``world_size`` and a ``barrier``): each rank writes its own optimizer and
+RNG state (``state-rank{r}.pt``; sharded optimizers hold different shards), rank 0 writes the
+weights (``model_state``: the full state dict, gathered from FSDP / ZeRO-3 shards) and renames
+the folder into place once every rank has written.
 """
 
 from __future__ import annotations
@@ -12,13 +18,21 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "rng_state", "set_rng_state"]
+__all__ = [
+    "CheckpointMismatchError", "save_checkpoint", "load_checkpoint", "load_weights", "load_training_state",
+    "check_world_size", "latest_checkpoint", "rng_state", "set_rng_state",
+]
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that this launch cannot continue (written by another number of processes)."""
 
 
 def rng_state(np_rng: np.random.Generator | None = None) -> dict[str, Any]:
@@ -54,22 +68,30 @@ def save_checkpoint(
     np_rng: np.random.Generator | None = None,
     tokenizer: Any = None,
     keep: int = 3,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step-{step:06d}"
     tmp = ckpt_root / f".tmp-step-{step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    if hasattr(model, "save_pretrained"):
-        model.save_pretrained(tmp / "model")  # a peft model saves only its adapters
-    else:
-        torch.save(model.state_dict(), tmp / "model.pt")
-    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
-        tokenizer.save_pretrained(tmp / "model")
-    torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state(np_rng)}, tmp / "state.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}, default=float))
+    barrier = barrier or (lambda: None)
+    if rank == 0:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    barrier()
+    torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state(np_rng)}, tmp / _state_name(rank, world_size))
+    barrier()
+    if rank == 0:
+        _write_model(tmp, model, tokenizer, model_state)
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "world_size": world_size, **trainer_state},
+                                                           default=float))
+    if rank != 0:
+        barrier()
+        return final
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     latest_tmp = ckpt_root / ".latest.tmp"
@@ -78,7 +100,21 @@ def save_checkpoint(
     old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
     for stale in old[:-keep] if keep > 0 else []:
         shutil.rmtree(stale, ignore_errors=True)
+    barrier()
     return final
+
+
+def _state_name(rank: int, world_size: int) -> str:
+    return "state.pt" if world_size == 1 else f"state-rank{rank}.pt"
+
+
+def _write_model(folder: Path, model: torch.nn.Module, tokenizer: Any, model_state: dict[str, torch.Tensor] | None) -> None:
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(folder / "model", state_dict=model_state)  # a peft model saves only its adapters
+    else:
+        torch.save(model_state if model_state is not None else model.state_dict(), folder / "model.pt")
+    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(folder / "model")
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -94,8 +130,25 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
     np_rng: np.random.Generator | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """Restore model weights, optimizer and RNG states in place; returns the trainer state."""
+    check_world_size(path, rank, world_size)
+    load_weights(path, model)
+    return load_training_state(path, optimizer, np_rng, rank, world_size)
+
+
+def check_world_size(path: str | Path, rank: int = 0, world_size: int = 1) -> None:
+    """Raise :class:`CheckpointMismatchError` unless this rank has a state file in ``path``."""
+    path = Path(path)
+    if not (path / _state_name(rank, world_size)).is_file():
+        saved = json.loads((path / "trainer_state.json").read_text()).get("world_size", 1)
+        raise CheckpointMismatchError(f"{path} was written by {saved} training process(es); resume it with {saved}, not {world_size}")
+
+
+def load_weights(path: str | Path, model: torch.nn.Module) -> None:
+    """The checkpoint's weights (or LoRA adapters) into the bare, unsharded model, in place."""
     path = Path(path)
     if _is_peft(model):
         from peft import set_peft_model_state_dict
@@ -111,7 +164,20 @@ def load_checkpoint(
 
         loaded = AutoModelForCausalLM.from_pretrained(path / "model", dtype=next(model.parameters()).dtype)
         model.load_state_dict(loaded.state_dict())
-    state = torch.load(path / "state.pt", weights_only=False)
+
+
+def load_training_state(
+    path: str | Path,
+    optimizer: torch.optim.Optimizer | None,
+    np_rng: np.random.Generator | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """This rank's optimizer and RNG states (load after ``accelerate`` prepared the optimizer, so
+    sharded states land on their shards); returns the trainer state."""
+    path = Path(path)
+    check_world_size(path, rank, world_size)
+    state = torch.load(path / _state_name(rank, world_size), weights_only=False)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"], np_rng)

@@ -7,7 +7,7 @@ overridden on the command line (``turngym train CONFIG --set optim.lr=1e-5``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -101,6 +101,8 @@ class OptimConfig(BaseModel):
     """Optimizer steps per pass (the rows are split into this many mini-batches)."""
     micro_batch_tokens: int = Field(8192, ge=1)
     """Padded-token budget of one forward/backward micro-batch (length-bucketed)."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast the update (``accelerate``); ``no`` keeps the plain fp32 path. bf16 wants a GPU."""
 
 
 class RunConfig(BaseModel):
@@ -137,6 +139,11 @@ class RunConfig(BaseModel):
     """Log to Weights & Biases (needs ``pip install wandb``)."""
     sample_trajectories: int = 4
     """Training trajectories (with their advantages) saved at each evaluation, in ``samples/``."""
+    async_rollouts: bool = False
+    """Generate step k+1's rollouts (with a copy of the model) while step k trains; the PPO
+    ratio then uses the rollout logprobs as the old policy, correcting the staleness."""
+    max_staleness: int = Field(1, ge=0)
+    """With ``async_rollouts``: step k's rollouts use exactly the weights of step k - max_staleness."""
     deterministic: bool = False
     """torch deterministic algorithms (exact resume equivalence; slower on GPU)."""
 

@@ -39,12 +39,32 @@ from tqdm.auto import tqdm
 
 from turngym.agents.rollout import RolloutEngine, rollout_stats
 from turngym.agents.trajectory import Trajectory, write_jsonl
-from turngym.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from turngym.trainers.async_rollout import RolloutPrefetcher, snapshot
+from turngym.trainers.checkpoint import (
+    check_world_size,
+    latest_checkpoint,
+    load_training_state,
+    load_weights,
+    save_checkpoint,
+)
 from turngym.trainers.config import TrainConfig
+from turngym.trainers.distributed import (
+    AccelerateGroup,
+    Distributed,
+    SingleProcess,
+    generation_context,
+)
 from turngym.trainers.estimators import estimate
 from turngym.trainers.losses import logprob_mismatch, policy_loss
 from turngym.trainers.metrics import MetricsLogger, plot_metrics, read_metrics
-from turngym.trainers.rows import Row, collate, estimator_inputs, micro_batches, rows_from_trajectories, token_logprobs
+from turngym.trainers.rows import (
+    Row,
+    collate,
+    estimator_inputs,
+    micro_batches,
+    rows_from_trajectories,
+    token_logprobs,
+)
 from turngym.trainers.sampling import informative_group_mask
 
 __all__ = ["Trainer", "resolve_device", "ppo_update"]
@@ -64,14 +84,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _fill_logprobs(model: torch.nn.Module, rows: Sequence[Row], pad_id: int, budget: int, device: torch.device, attr: str) -> None:
+def _padding_row(pad_id: int) -> Row:
+    """A one-token row with zero weight: what a rank with nothing to train on feeds its model so
+    that it still joins every collective its peers make (FSDP gathers, the gradient all-reduce)."""
+    return Row([pad_id], [pad_id], 0.0, [0.0], old_logprobs=[0.0], ref_logprobs=[0.0])
+
+
+def _equal_micro_batches(rows: Sequence[Row], budget: int, dist: Distributed) -> list[list[int]]:
+    """Length-bucketed micro-batches, padded with empty ones to the most any rank has (every
+    rank must run the same number of forward/backward passes)."""
+    batches = micro_batches([len(r) for r in rows], budget) if rows else []
+    most = int(dist.max(len(batches)))
+    return batches + [[] for _ in range(most - len(batches))]
+
+
+def _fill_logprobs(model: torch.nn.Module, rows: Sequence[Row], pad_id: int, budget: int, device: torch.device,
+                   attr: str, dist: Distributed) -> None:
     """Set ``row.<attr>`` to the model's logprobs of each row's response tokens (no grad)."""
-    with torch.no_grad():
-        for idx in micro_batches([len(r) for r in rows], budget):
-            batch_rows = [rows[i] for i in idx]
+    with torch.no_grad(), dist.autocast():
+        for idx in _equal_micro_batches(rows, budget, dist):
+            batch_rows = [rows[i] for i in idx] or [_padding_row(pad_id)]
             batch = collate(batch_rows, pad_id, device)
             logp, _ = token_logprobs(model, batch)
-            for b, row in enumerate(batch_rows):
+            for b, row in enumerate(batch_rows[: len(idx)]):
                 start = len(row.prompt_ids) - 1
                 setattr(row, attr, logp[b, start : start + len(row.response_ids)].float().cpu().tolist())
 
@@ -85,54 +120,74 @@ def ppo_update(
     device: torch.device,
     rng: np.random.Generator,
     ref_model: Any = None,
+    dist: Distributed | None = None,
+    behaviour_logprobs: str = "recompute",
 ) -> dict[str, float]:
-    """Recompute old (and reference) logprobs, then the PPO-clip update; returns mean metrics."""
+    """Recompute old (and reference) logprobs, then the PPO-clip update; returns mean metrics.
+
+    ``behaviour_logprobs="rollout"`` makes the PPO ratio pi_theta / pi_rollout, with the rollout
+    engine's logprobs as the old policy: the importance ratio that corrects rollouts generated
+    by older weights (the asynchronous option). ``dist`` spreads the update over ranks, each
+    with its own rows (see ``turngym.trainers.distributed``); every rank must call this.
+    """
+    dist = dist or SingleProcess()
     loss_cfg, optim = config.loss, config.optim
     model.eval()
-    _fill_logprobs(model, rows, pad_id, optim.micro_batch_tokens, device, "old_logprobs")
+    _fill_logprobs(model, rows, pad_id, optim.micro_batch_tokens, device, "old_logprobs", dist)
     if loss_cfg.use_kl:
         ref_ctx = ref_model() if callable(ref_model) and not isinstance(ref_model, torch.nn.Module) else contextlib.nullcontext()
         with ref_ctx:
             _fill_logprobs(ref_model if isinstance(ref_model, torch.nn.Module) else model, rows, pad_id,
-                           optim.micro_batch_tokens, device, "ref_logprobs")
-    gap = collate(rows[:512], pad_id)  # the rollout/train gap, on at most 512 rows
-    have_rollout = all(len(r.rollout_logprobs) == len(r.response_ids) for r in rows)
+                           optim.micro_batch_tokens, device, "ref_logprobs", dist)
     metrics: dict[str, list[float]] = {}
-    if have_rollout:
+    if rows and all(len(r.rollout_logprobs) == len(r.response_ids) for r in rows):
+        gap = collate(rows[:512], pad_id)  # the rollout/train gap, on at most 512 rows
         for k, v in logprob_mismatch(gap["rollout_logp"], gap["old_logp"], gap["response_mask"]).items():
             metrics[f"rollout_train_gap_{k}"] = [v]
+        if behaviour_logprobs == "rollout":
+            for r in rows:
+                r.old_logprobs = list(r.rollout_logprobs)
 
     model.train()
+    n_mini = int(dist.max(min(optim.mini_batches, max(len(rows), 1))))
     for _epoch in range(optim.ppo_epochs):
         order = rng.permutation(len(rows))
-        for mini in np.array_split(order, min(optim.mini_batches, len(rows))):
+        for mini in np.array_split(order, n_mini):
             mini_rows = [rows[i] for i in mini]
-            total_tokens = sum(len(r.response_ids) for r in mini_rows)
-            total_rows = len(mini_rows)
+            local_tokens = sum(len(r.response_ids) for r in mini_rows)
+            total_tokens = dist.sum(local_tokens)  # the loss is normalised over every rank's rows
+            total_rows = dist.sum(len(mini_rows))
             cfg = loss_cfg
             if cfg.loss_agg == "seq-mean-token-sum-norm" and cfg.loss_agg_constant is None:
-                cfg = cfg.model_copy(update={"loss_agg_constant": float(max(len(r.response_ids) for r in mini_rows))})
+                longest = dist.max(max((len(r.response_ids) for r in mini_rows), default=0))
+                cfg = cfg.model_copy(update={"loss_agg_constant": float(max(longest, 1))})
             optimizer.zero_grad(set_to_none=True)
             step_metrics: dict[str, float] = {}
-            for idx in micro_batches([len(r) for r in mini_rows], optim.micro_batch_tokens):
+            batches = _equal_micro_batches(mini_rows, optim.micro_batch_tokens, dist)
+            for b_index, idx in enumerate(batches):
                 batch_rows = [mini_rows[i] for i in idx]
-                batch = collate(batch_rows, pad_id, device)
-                logp, entropy = token_logprobs(model, batch, with_entropy=True)  # entropy is always logged
-                loss, m = policy_loss(logp, batch["old_logp"], batch["advantages"], batch["response_mask"], cfg,
-                                      ref_logp=batch["ref_logp"] if cfg.use_kl else None, entropy=entropy)
-                # each micro-batch's mean re-weighted to its share of the mini-batch
-                if cfg.loss_agg == "token-mean":
-                    weight = sum(len(r.response_ids) for r in batch_rows) / total_tokens
-                elif cfg.loss_agg == "seq-mean-token-sum-norm":
-                    weight = 1.0 if cfg.loss_agg_constant else len(batch_rows) / total_rows
+                if batch_rows:
+                    # each micro-batch's mean re-weighted to its share of the (global) mini-batch
+                    if cfg.loss_agg == "token-mean":
+                        share = sum(len(r.response_ids) for r in batch_rows)
+                        weight, local_weight = share / max(total_tokens, 1), share / max(local_tokens, 1)
+                    elif cfg.loss_agg == "seq-mean-token-sum-norm" and cfg.loss_agg_constant:
+                        weight = local_weight = 1.0
+                    else:
+                        weight, local_weight = len(batch_rows) / max(total_rows, 1), len(batch_rows) / len(mini_rows)
                 else:
-                    weight = len(batch_rows) / total_rows
-                (loss * weight).backward()
+                    batch_rows, weight, local_weight = [_padding_row(pad_id)], 0.0, 0.0
+                batch = collate(batch_rows, pad_id, device)
+                last = b_index == len(batches) - 1
+                with (contextlib.nullcontext() if last else dist.no_sync(model)), dist.autocast():
+                    logp, entropy = token_logprobs(model, batch, with_entropy=True)  # entropy is always logged
+                    loss, m = policy_loss(logp, batch["old_logp"], batch["advantages"], batch["response_mask"], cfg,
+                                          ref_logp=batch["ref_logp"] if cfg.use_kl else None, entropy=entropy)
+                    dist.backward(loss * (weight * dist.backward_scale()))
                 for k, v in m.items():
-                    step_metrics[k] = step_metrics.get(k, 0.0) + v * weight
+                    step_metrics[k] = step_metrics.get(k, 0.0) + v * local_weight
             if optim.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], optim.grad_clip)
-                step_metrics["grad_norm"] = float(norm)
+                step_metrics["grad_norm"] = dist.clip_grad_norm(model, optim.grad_clip)
             optimizer.step()
             for k, v in step_metrics.items():
                 metrics.setdefault(k, []).append(v)
@@ -144,25 +199,33 @@ class Trainer:
     """Runs a :class:`~turngym.trainers.config.TrainConfig`; see the module docstring."""
 
     def __init__(self, config: TrainConfig, resume: bool = False, model: Any = None, tokenizer: Any = None) -> None:
+        from transformers.utils import logging as hf_logging
+
         from turngym.agents.hf import HFPolicy
         from turngym.agents.models import load_model
         from turngym.envs import make
-
-        from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # checkpoint writes are not long work worth a bar
         self.config = cfg = config
         self.run_dir = Path(cfg.run.out_dir)
         if not resume and ((self.run_dir / "metrics.jsonl").exists() or (self.run_dir / "checkpoints").exists()):
             raise FileExistsError(f"{self.run_dir} already holds a run: continue it with --resume, or choose another --out")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(cfg.policy.device)
+        self.dist = Distributed.create(cfg.optim.mixed_precision, self.device)
+        if isinstance(self.dist, AccelerateGroup):
+            self.device = self.dist.device  # this rank's GPU under a multi-GPU launch
+        if cfg.run.tasks_per_step < self.dist.world_size:
+            raise ValueError(f"run.tasks_per_step={cfg.run.tasks_per_step} is smaller than the "
+                             f"{self.dist.world_size} training processes: every process needs a task")
+        self.dist.wait()  # every rank has seen the folder as it was before rank 0 writes to it
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.resumed = resume
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True)
         if cfg.policy.torch_threads:
             torch.set_num_threads(cfg.policy.torch_threads)
-        seed_everything(cfg.run.seed)
-        self.device = resolve_device(cfg.policy.device)
+        seed_everything(cfg.run.seed + self.dist.rank)
         if model is None:
             model, tokenizer = load_model(cfg.policy.model)
         model.to(self.device)
@@ -176,11 +239,22 @@ class Trainer:
             self.ref_model = model.disable_adapter  # the LoRA-disabled base is the reference
         elif cfg.loss.use_kl:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.model, self.tokenizer = model, tokenizer
+        self.tokenizer = tokenizer
+        ckpt = None
+        if resume:  # weights go into the bare model, before accelerate shards it
+            ckpt = latest_checkpoint(self.run_dir)
+            if ckpt is None:
+                raise FileNotFoundError(f"no checkpoint to resume from in {self.run_dir / 'checkpoints'}")
+            check_world_size(ckpt, self.dist.rank, self.dist.world_size)
+            load_weights(ckpt, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.policy = HFPolicy(model, tokenizer, max_batch_size=cfg.policy.max_batch_size)
-        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                           lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        # train_model is what the update runs through (DDP/FSDP-wrapped under a multi-process
+        # launch); model is the bare one that generates, evaluates and is saved.
+        self.train_model, self.optimizer = self.dist.prepare(model, optimizer)
+        self.model = self.dist.unwrap(self.train_model)
+        self.policy = HFPolicy(self.model, tokenizer, max_batch_size=cfg.policy.max_batch_size)
         probe = make(cfg.env.id, **cfg.env.kwargs)
         self.train_tasks = [t.id for t in probe.unwrapped.suite.split(cfg.env.train_split)]
         probe.close()
@@ -193,20 +267,28 @@ class Trainer:
                                                 num_actors=cfg.rollout.ray_actors,
                                                 num_cpus_per_actor=cfg.rollout.ray_cpus_per_actor,
                                                 address=cfg.rollout.ray_address)
-        self.engine = RolloutEngine(self.policy, env, tokenizer, cfg.rollout, env_kwargs=cfg.env.kwargs)
+        # The policy that generates training rollouts: the trained model itself, or with the
+        # asynchronous option a copy that the prefetch thread refreshes between batches.
+        rollout_policy = self.policy
+        self.prefetcher: RolloutPrefetcher | None = None
+        if cfg.run.async_rollouts:
+            if self.dist.world_size > 1:
+                raise ValueError("run.async_rollouts runs in one training process; turn it off for a multi-process launch")
+            rollout_policy = HFPolicy(copy.deepcopy(self.model).eval().requires_grad_(False), tokenizer,
+                                      max_batch_size=cfg.policy.max_batch_size)
+        self.engine = RolloutEngine(rollout_policy, env, tokenizer, cfg.rollout, env_kwargs=cfg.env.kwargs)
         self.np_rng = np.random.default_rng(cfg.run.seed)
         self.step = 0
         self.cursor = 0
+        self.trained_cursor = 0  # the cursor after the last batch trained on (the prefetcher runs ahead)
         self.history: list[dict[str, float]] = []
-        if resume:
-            ckpt = latest_checkpoint(self.run_dir)
-            if ckpt is None:
-                raise FileNotFoundError(f"no checkpoint to resume from in {self.run_dir / 'checkpoints'}")
-            state = load_checkpoint(ckpt, self.model, self.optimizer, self.np_rng)
+        if ckpt is not None:
+            state = load_training_state(ckpt, self.optimizer, self.np_rng, self.dist.rank, self.dist.world_size)
             self.step, self.cursor = state["step"], state["cursor"]
+            self.trained_cursor = self.cursor
             log.info("resumed from %s at step %d", ckpt, self.step)
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb,
-                                    config=cfg.model_dump(mode="json"))
+                                    config=cfg.model_dump(mode="json")) if self.dist.is_main else None
 
     # -- data -----------------------------------------------------------------------------------
     def next_tasks(self, n: int) -> list[str]:
@@ -220,24 +302,35 @@ class Trainer:
         return out
 
     # -- one step -----------------------------------------------------------------------------------
-    def collect(self) -> tuple[list[Trajectory], dict[str, float]]:
-        cfg = self.config
-        tasks = self.next_tasks(cfg.run.tasks_per_step)
+    def collect(self, step: int | None = None) -> tuple[list[Trajectory], dict[str, float]]:
+        """This rank's rollouts of a step (all of them in a single process): whole groups of
+        its share of the step's tasks; the data cursor advances identically on every rank."""
+        cfg, dist = self.config, self.dist
+        step = self.step if step is None else step
+        target = len(dist.shard(list(range(cfg.run.tasks_per_step))))
+        tasks = dist.shard(self.next_tasks(cfg.run.tasks_per_step))
         rounds = cfg.run.max_refill_rounds + 1 if cfg.run.dynamic_sampling else 1
-        trajs = self.engine.run(tasks, run_index=self.step * rounds)
-        all_trajs = list(trajs)
-        kept = [t for t in trajs if t.status != "error"]
-        metrics: dict[str, float] = {}
-        if cfg.run.dynamic_sampling:
-            kept = self._drop_flat_groups(kept)
-            refill = 1
-            while len({t.group_id for t in kept}) < cfg.run.tasks_per_step and refill < rounds:
-                need = cfg.run.tasks_per_step - len({t.group_id for t in kept})
-                extra = self.engine.run(self.next_tasks(need), run_index=self.step * rounds + refill)
-                all_trajs += extra
-                kept += self._drop_flat_groups([t for t in extra if t.status != "error"])
-                refill += 1
-            metrics["rollout/refill_rounds"] = refill - 1
+        with generation_context(dist, self.train_model):
+            trajs = self.engine.run(tasks, run_index=step * rounds)
+            all_trajs = list(trajs)
+            kept = [t for t in trajs if t.status != "error"]
+            metrics: dict[str, float] = {}
+            if cfg.run.dynamic_sampling:
+                kept = self._drop_flat_groups(kept)
+                refill = 1
+                while refill < rounds:
+                    # every rank draws the same refill tasks and takes the slice its own shortfall needs
+                    needs = dist.all_gather(max(target - len({t.group_id for t in kept}), 0))
+                    if sum(needs) == 0:
+                        break
+                    drawn = self.next_tasks(sum(needs))
+                    offset = sum(needs[: dist.rank])
+                    mine = drawn[offset : offset + needs[dist.rank]]
+                    extra = self.engine.run(mine, run_index=step * rounds + refill) if mine else []
+                    all_trajs += extra
+                    kept += self._drop_flat_groups([t for t in extra if t.status != "error"])
+                    refill += 1
+                metrics["rollout/refill_rounds"] = refill - 1
         stats = rollout_stats(all_trajs)
         metrics.update({
             "rollout/reward_mean": stats["mean_reward"],
@@ -259,10 +352,25 @@ class Trainer:
                         inputs["steps"], anchors=inputs["anchors"], strata=inputs["strata"],
                         **self.config.estimator.options)
 
+    def _next_batch(self) -> tuple[list[Trajectory], dict[str, float]]:
+        if not self.config.run.async_rollouts:
+            trajs, metrics = self.collect()
+            self.trained_cursor = self.cursor
+            return trajs, metrics
+        if self.prefetcher is None:
+            self.prefetcher = RolloutPrefetcher(
+                lambda k: (*self.collect(k), self.cursor),  # the producer thread alone moves the cursor
+                self.engine.policy.sync_weights, snapshot(self.model), first_step=self.step,
+                max_staleness=self.config.run.max_staleness, stop_step=self.config.run.steps)
+        batch = self.prefetcher.get(self.step)
+        trajs, metrics, self.trained_cursor = batch.result
+        metrics["rollout/staleness"] = batch.step - batch.weights_version
+        return trajs, metrics
+
     def train_step(self) -> dict[str, float]:
         start = time.perf_counter()
-        trajs, metrics = self.collect()
-        rollout_s = time.perf_counter() - start
+        trajs, metrics = self._next_batch()
+        rollout_s = time.perf_counter() - start  # with async rollouts: the time spent waiting for them
         if trajs:
             adv = self.advantages(trajs)
             i = 0
@@ -272,21 +380,37 @@ class Trainer:
                     i += 1
             rows = rows_from_trajectories(trajs, adv)
             rows = [r for r in rows if r.advantage != 0.0]  # a zero advantage has no gradient
-            metrics["train/rows"] = len(rows)
-            metrics["train/advantage_abs_mean"] = float(np.mean(np.abs(adv))) if len(adv) else 0.0
-            if rows:
-                metrics.update(ppo_update(self.model, self.optimizer, rows, self.config, self.pad_id, self.device,
-                                          self.np_rng, self.ref_model))
+        else:
+            adv, rows = np.zeros(0), []
+        metrics["train/rows"] = len(rows)
+        metrics["train/advantage_abs_mean"] = float(np.mean(np.abs(adv))) if len(adv) else 0.0
+        if rows or self.dist.world_size > 1:  # every rank joins the update's collectives
+            metrics.update(ppo_update(self.train_model, self.optimizer, rows, self.config, self.pad_id, self.device,
+                                      self.np_rng, self.ref_model, dist=self.dist,
+                                      behaviour_logprobs="rollout" if self.prefetcher is not None else "recompute"))
+        if self.prefetcher is not None:
+            self.prefetcher.publish(self.step + 1, snapshot(self.model))
+        elif trajs:
             self.policy.sync_weights(self.model.state_dict())
         self.last_trajectories = trajs
         metrics["time/rollout_s"] = rollout_s
         metrics["time/step_s"] = time.perf_counter() - start
+        metrics = self.dist.mean_metrics(metrics)
+        if "train/rows" in metrics:
+            metrics["train/rows"] *= self.dist.world_size  # rows over all ranks, not per rank
         self.step += 1
         return metrics
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self, label: str | None = None) -> dict[str, float]:
-        """Held-out evaluation with the same code and files as ``turngym eval``."""
+        """Held-out evaluation with the same code and files as ``turngym eval`` (on rank 0; the
+        other ranks wait and get the same numbers)."""
+        with generation_context(self.dist, self.train_model):
+            result = self._evaluate(label) if self.dist.is_main else {}
+            self.dist.wait()
+        return self.dist.all_gather(result)[0]
+
+    def _evaluate(self, label: str | None) -> dict[str, float]:
         from turngym.agents.evaluation.policies import policy_runner
         from turngym.agents.evaluation.runner import EvalConfig, evaluate
 
@@ -308,19 +432,25 @@ class Trainer:
         """A few of the last step's training trajectories, with their per-turn advantages, as
         ``samples/step-N.jsonl`` (readable with ``turngym.agents.read_jsonl``)."""
         n = self.config.run.sample_trajectories
-        if n > 0 and getattr(self, "last_trajectories", None):
+        if n > 0 and self.dist.is_main and getattr(self, "last_trajectories", None):
             write_jsonl(self.last_trajectories[:n], self.run_dir / "samples" / f"step-{self.step:06d}.jsonl")
 
     # -- the loop -----------------------------------------------------------------------------------
     def save(self) -> Path:
+        state = self.dist.model_state(self.train_model) if self.dist.world_size > 1 else None
         return save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
-                               {"cursor": self.cursor}, self.np_rng, self.tokenizer, keep=self.config.run.keep_checkpoints)
+                               {"cursor": self.trained_cursor}, self.np_rng, self.tokenizer, keep=self.config.run.keep_checkpoints,
+                               rank=self.dist.rank, world_size=self.dist.world_size, barrier=self.dist.wait,
+                               model_state=state)
 
     def warm_start(self) -> dict[str, float]:
         """Supervised warm start on the environment's expert demonstrations (``sft`` section)."""
         from turngym.trainers.sft import collect_demonstrations, sft
 
         cfg = self.config
+        if self.dist.world_size > 1:
+            raise ValueError("the supervised warm start runs in one process: run `turngym sft` first, "
+                             "then train from its output (policy.model=DIR) with sft.enabled=false")
         rng = np.random.default_rng([cfg.run.seed, 7919])
         tasks = [self.train_tasks[i] for i in rng.integers(len(self.train_tasks), size=cfg.sft.episodes)]
         agent_cfg = cfg.rollout  # the rollout config carries the agent's memory settings
@@ -335,37 +465,48 @@ class Trainer:
             before = self.evaluate("before-sft" if cfg.sft.enabled else "step-000000")
             summary["eval_before"] = before["eval/success_rate"]
             if not cfg.sft.enabled:
-                self.logger.log(0, before)
+                self._log(0, before)
             else:
                 # the RL curve starts from the warm start: its evaluation is step 0's `eval/*`
                 sft_metrics = self.warm_start()
                 after_sft = self.evaluate("step-000000")
-                self.logger.log(0, {**sft_metrics, **after_sft, **{f"pre_sft_{k}": v for k, v in before.items()}})
+                self._log(0, {**sft_metrics, **after_sft, **{f"pre_sft_{k}": v for k, v in before.items()}})
                 summary["eval_after_sft"] = after_sft["eval/success_rate"]
                 summary.update(sft_metrics)
                 self.save()
-        bar = tqdm(total=cfg.run.steps, initial=self.step, desc="train", unit="step", disable=None)  # None: off when not a terminal
-        while self.step < cfg.run.steps:
-            metrics = self.train_step()
-            if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.run.steps:
-                metrics.update(self.evaluate())
-                self.save_samples()
-            self.logger.log(self.step, metrics)
-            bar.set_postfix(reward=f"{metrics.get('rollout/reward_mean', 0):.2f}",
-                            success=f"{metrics.get('rollout/success_rate', 0):.2f}")
-            bar.update(1)
-            if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0:
-                self.save()
-        bar.close()
+        bar = tqdm(total=cfg.run.steps, initial=self.step, desc="train", unit="step",
+                   disable=None if self.dist.is_main else True)  # None: off when not a terminal
+        try:
+            while self.step < cfg.run.steps:
+                metrics = self.train_step()
+                if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.run.steps:
+                    metrics.update(self.evaluate())
+                    self.save_samples()
+                self._log(self.step, metrics)
+                bar.set_postfix(reward=f"{metrics.get('rollout/reward_mean', 0):.2f}",
+                                success=f"{metrics.get('rollout/success_rate', 0):.2f}")
+                bar.update(1)
+                if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0:
+                    self.save()
+        finally:
+            bar.close()
+            if self.prefetcher is not None:
+                self.prefetcher.close()
+                self.prefetcher = None
         final = self.evaluate()
         self.save_samples()
-        self.logger.log(self.step, final)
+        self._log(self.step, final)
         summary["eval_after"] = final["eval/success_rate"]
         self.save()
-        self.logger.close()
         if self.env_pool is not None:
             self.env_pool.close()
-        records = read_metrics(self.logger.path)
-        summary["plot"] = str(plot_metrics(records, self.run_dir / "curves.png", title=f"{cfg.env.id} · {cfg.estimator.name}"))
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.logger is not None:
+            self.logger.close()
+            records = read_metrics(self.logger.path)
+            summary["plot"] = str(plot_metrics(records, self.run_dir / "curves.png", title=f"{cfg.env.id} · {cfg.estimator.name}"))
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _log(self, step: int, metrics: dict[str, float]) -> None:
+        if self.logger is not None:  # rank 0 logs for the whole group
+            self.logger.log(step, metrics)

@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from turngym.envs import EnvUnavailable, SuiteError, UnknownEnvError, make, registered_envs, suite_description, suite_names
+from turngym.envs import (
+    EnvUnavailable,
+    SuiteError,
+    UnknownEnvError,
+    make,
+    registered_envs,
+    suite_description,
+    suite_names,
+)
 from turngym.envs.registration import load_plugins
 
 USER_ERRORS = (UnknownEnvError, SuiteError, EnvUnavailable)

@@ -61,7 +61,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from turngym.agents.evaluation.policies import runner_for_spec
     from turngym.agents.evaluation.runner import EvalConfig, evaluate
-
     from turngym.agents.rollout import RolloutConfig
 
     runs, max_tasks = args.runs, args.max_tasks

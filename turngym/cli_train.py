@@ -23,10 +23,11 @@ def _load(args: argparse.Namespace):
 def _errors() -> tuple[type[BaseException], ...]:
     from turngym.agents.models import ModelSpecError
     from turngym.envs import SuiteError, UnknownEnvError
+    from turngym.trainers.checkpoint import CheckpointMismatchError
     from turngym.trainers.estimators import EstimatorError
     from turngym.trainers.sft import NoExpertError
 
-    return (ModelSpecError, SuiteError, UnknownEnvError, EstimatorError, NoExpertError)
+    return (ModelSpecError, SuiteError, UnknownEnvError, EstimatorError, NoExpertError, CheckpointMismatchError)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -36,10 +37,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         trainer = Trainer(config, resume=args.resume)
         out = Path(config.run.out_dir)
-        dump_config(config, out / "config.yaml")
+        if trainer.dist.is_main:
+            dump_config(config, out / "config.yaml")
         summary = trainer.train()
     except _errors() as err:
         raise ConfigError(str(err)) from None
+    if not trainer.dist.is_main:  # under a multi-process launch rank 0 reports for the group
+        return 0
     parts = [f"before {summary['eval_before']:.1%}"] if "eval_before" in summary else []
     if "eval_after_sft" in summary:
         parts.append(f"after warm start {summary['eval_after_sft']:.1%}")

@@ -31,10 +31,8 @@ submission ``tests`` (per-test booleans), ``tests_passed``, ``tests_total``, ``s
 
 from __future__ import annotations
 
-import atexit
 import json
 import re
-import threading
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,15 +40,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from turngym.envs.code.grader import GradeResult, grade
 from turngym.envs.core import EnvUnavailable, TurnEnv
 from turngym.envs.tasks import SuiteError, Task, TaskSuite
-from turngym.sandboxes import ExecResult, Sandbox, SandboxLimits, SandboxPool, make_sandbox
+from turngym.sandboxes import (
+    ExecResult,
+    Sandbox,
+    SandboxLimits,
+    SandboxPool,
+    make_sandbox,
+    shared_pool,
+)
 from turngym.sandboxes.errors import SandboxUnavailable
 from turngym.tools import (
     Tool,
     ToolCall,
     ToolError,
-    format_tool_output,
-    parse_tool_calls,
-    truncate_text,
+    ToolTurnOptions,
+    invalid_reply,
+    read_tool_calls,
+    run_tool_calls,
 )
 
 __all__ = ["CodeEnv", "CodeOptions", "CODE_TOOLS", "grading_pool"]
@@ -81,12 +87,24 @@ HELP = ('Call a tool as <tool_call>{"name": "python", "arguments": {"code": "...
 _FENCE = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL)
 
 
+def _fenced_submit(action: str, calls: list[ToolCall]) -> list[ToolCall]:
+    """No tool call, a fenced python block and the word "submit" outside it: submit the last block."""
+    if calls:
+        return calls
+    fences = _FENCE.findall(action)
+    if fences and re.search(r"\bsubmit\b", _FENCE.sub("", action), re.IGNORECASE):
+        return [ToolCall(name="submit", arguments={"code": fences[-1]})]
+    return []
+
+
 def _tool_call(name: str, **arguments: Any) -> str:
     return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}</tool_call>"
 
 
-class CodeOptions(BaseModel):
-    """The code environment's options (keyword arguments of ``turngym.make``)."""
+class CodeOptions(ToolTurnOptions):
+    """The code environment's options (keyword arguments of ``turngym.make``); the per-turn
+    tool options (observation_chars, max_calls_per_turn, tool_call_style) come from
+    :class:`~turngym.tools.ToolTurnOptions`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -104,40 +122,18 @@ class CodeOptions(BaseModel):
     """Deadline of one hidden test at grading."""
     output_chars: int = Field(default=4000, ge=200)
     """Characters of one tool result shown to the agent (head and tail kept)."""
-    observation_chars: int = Field(default=8000, ge=200)
-    """Budget of one turn's observation, shared by the reply's calls."""
-    max_calls_per_turn: int = Field(default=4, ge=1)
-    """Tool calls run per reply; further calls are skipped with a note."""
     grading_pool_size: int = Field(default=2, ge=1)
     """Warm grading sandboxes shared by every environment of this backend and limits."""
     limits: dict[str, Any] = Field(default_factory=dict)
     """SandboxLimits fields for both the episode and the grading sandboxes (memory_mb, ...)."""
-    tool_call_style: str = "hermes"
-    """Tool-call syntax (a style registered in turngym.tools.parsers)."""
-
-
-_POOLS: dict[tuple[str, str], SandboxPool] = {}
-_POOLS_LOCK = threading.Lock()
 
 
 def grading_pool(backend: str, limits: SandboxLimits, size: int = 2) -> SandboxPool:
-    """The process-wide pool of grading sandboxes for ``backend`` and ``limits`` (made once)."""
-    key = (backend, limits.model_dump_json())
-    with _POOLS_LOCK:
-        pool = _POOLS.get(key)
-        if pool is None:
-            pool = SandboxPool(lambda: make_sandbox(backend, limits), size=size, acquire_timeout=600.0)
-            _POOLS[key] = pool
-        return pool
-
-
-@atexit.register
-def _close_pools() -> None:
-    with _POOLS_LOCK:
-        pools = list(_POOLS.values())
-        _POOLS.clear()
-    for pool in pools:
-        pool.close()
+    """The process-wide pool of grading sandboxes for ``backend`` and ``limits`` (made once, in
+    the :func:`~turngym.sandboxes.shared_pool` registry, which closes it at exit)."""
+    key = ("code-grading", backend, limits.model_dump_json())
+    return shared_pool(key, lambda: SandboxPool(lambda: make_sandbox(backend, limits), size=size,
+                                                acquire_timeout=600.0))
 
 
 class CodeEnv(TurnEnv):
@@ -164,7 +160,6 @@ class CodeEnv(TurnEnv):
             where = ".".join(str(p) for p in first.get("loc", ())) or "options"
             raise ValueError(f"invalid option for CodeEnv: {where}: {first['msg']}") from None
         self.tools = list(CODE_TOOLS)
-        self._tools_by_name = {t.name: t for t in self.tools}
         self._handlers = {"python": self._python, "bash": self._bash, "submit": self._submit}
         self._sandbox: Sandbox | None = None
         self._dirty = False
@@ -222,46 +217,15 @@ class CodeEnv(TurnEnv):
                f"{self.options.max_submissions} times.\n{HELP}")
         return obs, self._info()
 
-    def _parse(self, action: str) -> tuple[list[ToolCall], str]:
-        parsed = parse_tool_calls(action, self.options.tool_call_style)
-        if parsed.errors:
-            return [], parsed.errors[0]
-        calls = list(parsed.calls)
-        if not calls:
-            fences = _FENCE.findall(action)
-            if fences and re.search(r"\bsubmit\b", _FENCE.sub("", action), re.IGNORECASE):
-                calls = [ToolCall(name="submit", arguments={"code": fences[-1]})]
-        if not calls:
-            return [], "no tool call found"
-        return calls, ""
-
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
-        calls, why = self._parse(action)
+        calls, why = read_tool_calls(action, self.options.tool_call_style, extra=_fenced_submit)
         if not calls:
-            return f"Invalid reply ({why}). {HELP}", 0.0, False, {"action_valid": False, **self._info()}
-        budget = self.options.observation_chars // min(len(calls), self.options.max_calls_per_turn)
-        outputs, ran, valid = [], [], True
+            return invalid_reply(why, HELP), 0.0, False, {"action_valid": False, **self._info()}
         self._finished, self._graded = None, {}
-        for i, call in enumerate(calls):
-            if i >= self.options.max_calls_per_turn:
-                outputs.append(f"(skipped {len(calls) - i} more tool calls: at most "
-                               f"{self.options.max_calls_per_turn} per reply)")
-                break
-            tool = self._tools_by_name.get(call.name)
-            try:
-                if tool is None:
-                    raise ToolError(f"unknown tool {call.name!r}; tools: {', '.join(self._tools_by_name)}")
-                args = tool.validate(call)
-                text = self._handlers[tool.name](args)
-                ran.append({"name": tool.name, "arguments": args.model_dump()})
-            except ToolError as err:
-                valid = False
-                text = f"error: {err}"
-            outputs.append(format_tool_output(call.name, text, limit=min(budget, self.options.output_chars)))
-            if self._finished is not None or self._graded:
-                break  # a submission is the last thing a reply does
-        obs, _ = truncate_text("\n".join(outputs), self.options.observation_chars)
-        info: dict[str, Any] = {"action_valid": valid, "tool_calls": ran, **self._graded, **self._info()}
+        turn = run_tool_calls(calls, self.tools, self._handlers, self.options,
+                              output_chars=self.options.output_chars, final={"submit"})
+        obs = turn.observation
+        info: dict[str, Any] = {"action_valid": turn.valid, "tool_calls": turn.ran, **self._graded, **self._info()}
         if self._finished is not None:
             reward = self._finished.pop("reward")
             info.update(self._finished)

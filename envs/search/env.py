@@ -46,8 +46,10 @@ from turngym.tools import (
     Tool,
     ToolCall,
     ToolError,
-    format_tool_output,
-    parse_tool_calls,
+    ToolTurnOptions,
+    invalid_reply,
+    read_tool_calls,
+    run_tool_calls,
     truncate_text,
 )
 
@@ -91,12 +93,19 @@ def _snippet(text: str, limit: int) -> str:
     return f"{head} ..." if head else ""
 
 
+def _with_answer_tags(action: str, calls: list[ToolCall]) -> list[ToolCall]:
+    """The parsed calls, then an answer call per ``<answer>...</answer>`` (Search-R1 style)."""
+    return calls + [ToolCall(name="answer", arguments={"text": text}) for text in _ANSWER_TAG.findall(action)]
+
+
 def _tool_call(name: str, **arguments: Any) -> str:
     return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}</tool_call>"
 
 
-class SearchOptions(BaseModel):
-    """The search environment's options (keyword arguments of ``turngym.make``)."""
+class SearchOptions(ToolTurnOptions):
+    """The search environment's options (keyword arguments of ``turngym.make``); the per-turn
+    tool options (observation_chars, max_calls_per_turn, tool_call_style) come from
+    :class:`~turngym.tools.ToolTurnOptions`, with a smaller observation budget."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -116,16 +125,12 @@ class SearchOptions(BaseModel):
     """Characters of an opened passage (head and tail kept)."""
     observation_chars: int = Field(default=6000, ge=200)
     """Budget of one turn's observation, shared by the reply's calls."""
-    max_calls_per_turn: int = Field(default=4, ge=1)
-    """Tool calls run per reply; further calls are skipped with a note."""
     reward_metric: Literal["em", "f1"] = "em"
     """Reward for the answer: exact match or token F1 (SQuAD normalisation)."""
     tool_cost: float = Field(default=0.0, ge=0.0)
     """OTC-style cost: correctness is scaled by max(0, 1 - tool_cost * (search + open calls))."""
     invalid_penalty: float = Field(default=0.0, ge=0.0)
     """Format term: subtracted for every reply that is not a valid tool call."""
-    tool_call_style: str = "hermes"
-    """Tool-call syntax (a style registered in turngym.tools.parsers)."""
 
 
 class SearchEnv(TurnEnv):
@@ -159,7 +164,6 @@ class SearchEnv(TurnEnv):
             where = ".".join(str(p) for p in first.get("loc", ())) or "options"
             raise ValueError(f"invalid option for SearchEnv: {where}: {first['msg']}") from None
         self.tools = list(SEARCH_TOOLS)
-        self._tools_by_name = {t.name: t for t in self.tools}
         self._handlers = {"search": self._search, "open": self._open, "answer": self._answer}
         self._corpus: Corpus | None = None
         self._retriever: Retriever | None = None
@@ -205,45 +209,16 @@ class SearchEnv(TurnEnv):
         obs = f"Question: {task.prompt}\n{HELP}"
         return obs, self._info()
 
-    def _parse(self, action: str) -> tuple[list[ToolCall], str]:
-        """The reply's tool calls, or ``([], why it is invalid)``."""
-        parsed = parse_tool_calls(action, self.options.tool_call_style)
-        if parsed.errors:
-            return [], parsed.errors[0]
-        calls = list(parsed.calls)
-        calls += [ToolCall(name="answer", arguments={"text": text}) for text in _ANSWER_TAG.findall(action)]
-        if not calls:
-            return [], "no tool call found"
-        return calls, ""
-
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
-        calls, why = self._parse(action)
+        calls, why = read_tool_calls(action, self.options.tool_call_style, extra=_with_answer_tags)
         if not calls:
-            obs = f"Invalid reply ({why}). {HELP}"
+            obs = invalid_reply(why, HELP)
             return obs, -self.options.invalid_penalty, False, {"action_valid": False, **self._info()}
-        budget = self.options.observation_chars // min(len(calls), self.options.max_calls_per_turn)
-        outputs, ran, valid = [], [], True
         self._finished = None
-        for i, call in enumerate(calls):
-            if i >= self.options.max_calls_per_turn:
-                outputs.append(f"(skipped {len(calls) - i} more tool calls: at most {self.options.max_calls_per_turn} per reply)")
-                break
-            tool = self._tools_by_name.get(call.name)
-            try:
-                if tool is None:
-                    raise ToolError(f"unknown tool {call.name!r}; tools: {', '.join(self._tools_by_name)}")
-                args = tool.validate(call)
-                text = self._handlers[tool.name](args)
-                ran.append({"name": tool.name, "arguments": args.model_dump()})
-            except ToolError as err:
-                valid = False
-                text = f"error: {err}"
-            outputs.append(format_tool_output(call.name, text, limit=budget))
-            if self._finished is not None:
-                break
-        obs, _ = truncate_text("\n".join(outputs), self.options.observation_chars)
-        info: dict[str, Any] = {"action_valid": valid, "tool_calls": ran, **self._info()}
-        reward = 0.0 if valid else -self.options.invalid_penalty
+        turn = run_tool_calls(calls, self.tools, self._handlers, self.options, final={"answer"})
+        obs = turn.observation
+        info: dict[str, Any] = {"action_valid": turn.valid, "tool_calls": turn.ran, **self._info()}
+        reward = 0.0 if turn.valid else -self.options.invalid_penalty
         if self._finished is not None:
             info.update(self._finished)
             reward += info.pop("reward")

@@ -9,11 +9,9 @@ config_args = pytest.importorskip("accelerate.commands.config.config_args")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("name,kind,key", [("accelerate/fsdp.yaml", "FSDP", "fsdp_config"),
-                                           ("accelerate/deepspeed_zero3.yaml", "DEEPSPEED", "deepspeed_config")])
-def test_example_config_loads_in_accelerate(name, kind, key):
-    cfg = config_args.ClusterConfig.from_yaml_file(str(EXAMPLES / name))
-    assert str(cfg.distributed_type).endswith(kind)
+def test_the_fsdp_example_loads_in_accelerate():
+    cfg = config_args.ClusterConfig.from_yaml_file(str(EXAMPLES / "accelerate" / "fsdp.yaml"))
+    assert str(cfg.distributed_type).endswith("FSDP")
     assert str(cfg.mixed_precision).endswith("bf16")
-    section = getattr(cfg, key)
-    assert section.get("zero_stage", 3) == 3 and section.get("fsdp_sharding_strategy", "FULL_SHARD") == "FULL_SHARD"
+    assert cfg.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD"
+    assert cfg.fsdp_config["fsdp_use_orig_params"] is True  # LoRA freezes some parameters

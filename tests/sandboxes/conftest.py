@@ -33,14 +33,12 @@ def docker_skip_reason() -> str | None:
 
 
 def _left_containers() -> list[str]:
-    """Containers still labelled as sandboxes, after process-wide pools (the code environment's
-    grading pools, otherwise closed at exit) have been closed."""
-    import sys
-
-    code_env = sys.modules.get("turngym.envs.code.env")
-    if code_env is not None:
-        code_env._close_pools()
+    """Containers still labelled as sandboxes, after the process-wide shared pools (otherwise
+    closed at exit, e.g. the code environment's grading pools) have been closed."""
+    from turngym.sandboxes import close_shared_pools
     from turngym.sandboxes.docker import docker_client
+
+    close_shared_pools()
 
     return [c.name for c in docker_client().containers.list(all=True, filters={"label": "turngym.sandbox"})]
 

@@ -3,7 +3,14 @@ import pytest
 import torch
 
 from turngym.agents.trajectory import Trajectory, Turn
-from turngym.trainers.rows import Row, collate, estimator_inputs, micro_batches, rows_from_trajectories, token_logprobs
+from turngym.trainers.rows import (
+    Row,
+    collate,
+    estimator_inputs,
+    micro_batches,
+    rows_from_trajectories,
+    token_logprobs,
+)
 
 
 def _traj(tid, group, rewards, anchors):

@@ -7,34 +7,18 @@ import pytest
 import torch
 
 from turngym.agents.models import load_model
-from turngym.config import load_config
-from turngym.trainers.config import TrainConfig
 from turngym.trainers.rows import Row
 from turngym.trainers.trainer import Trainer, ppo_update
 
 TINY = "tiny-markov:hidden=32,layers=1,heads=2,seed=0"
 
 
-def _config(tmp_path, name, **sections):
-    overrides = [
-        # a small penalty for unparseable replies: a random model's episodes then differ in reward
-        "env.id=turngym/FrozenLake-v0", "env.kwargs={max_turns: 6, invalid_penalty: 0.1}", f"policy.model={TINY}",
-        "rollout.group_size=4", "rollout.memory=window", "rollout.memory_window=0", "rollout.max_tokens=24",
-        "rollout.stop=['</action>']", "rollout.progress=false", "rollout.concurrency=4",
-        "estimator.name=gigpo", "optim.lr=1e-3", "run.tasks_per_step=3", "run.eval_tasks=4", "run.eval_every=0",
-        "run.checkpoint_every=1", "run.tensorboard=false", f"run.out_dir={tmp_path / name}", "run.deterministic=true",
-    ]
-    for key, value in sections.items():
-        overrides.append(f"{key.replace('__', '.')}={value}")
-    return load_config(TrainConfig, None, overrides)
-
-
 def _params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_two_steps_update_the_model_and_write_metrics_checkpoints_evals_and_plot(tmp_path):
-    cfg = _config(tmp_path, "run", run__steps=2)
+def test_two_steps_update_the_model_and_write_metrics_checkpoints_evals_and_plot(tmp_path, train_config):
+    cfg = train_config("run", run__steps=2)
     trainer = Trainer(cfg)
     before = _params(trainer.model)
     summary = trainer.train()
@@ -58,20 +42,20 @@ def test_two_steps_update_the_model_and_write_metrics_checkpoints_evals_and_plot
     assert len(samples) == 4 and all(turn.advantage is not None for t in samples for turn in t.turns)
 
 
-def test_resume_continues_exactly(tmp_path):
-    straight = Trainer(_config(tmp_path, "straight", run__steps=4))
+def test_resume_continues_exactly(tmp_path, train_config):
+    straight = Trainer(train_config("straight", run__steps=4))
     straight.train()
-    first = Trainer(_config(tmp_path, "split", run__steps=2))
+    first = Trainer(train_config("split", run__steps=2))
     first.train()
-    resumed = Trainer(_config(tmp_path, "split", run__steps=4), resume=True)
+    resumed = Trainer(train_config("split", run__steps=4), resume=True)
     assert resumed.step == 2 and resumed.cursor == first.cursor
     resumed.train()
     a, b = _params(straight.model), _params(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a), "N steps in one go must equal N/2 + resume + N/2"
 
 
-def test_micro_batching_does_not_change_the_update(tmp_path):
-    cfg = _config(tmp_path, "mb")
+def test_micro_batching_does_not_change_the_update(tmp_path, train_config):
+    cfg = train_config("mb")
     rng = np.random.default_rng(0)
     rows = [Row(list(rng.integers(4, 200, size=int(n))), list(rng.integers(4, 200, size=int(m))), advantage=float(a))
             for n, m, a in zip(rng.integers(3, 30, 12), rng.integers(1, 12, 12), rng.normal(size=12))]
@@ -87,8 +71,8 @@ def test_micro_batching_does_not_change_the_update(tmp_path):
         assert torch.allclose(results[0][k], results[1][k], atol=1e-6), k
 
 
-def test_warm_start_then_rl_on_the_expert_demonstrations(tmp_path):
-    cfg = _config(tmp_path, "sft", run__steps=1, sft__enabled="true", sft__episodes=200, sft__epochs=30,
+def test_warm_start_then_rl_on_the_expert_demonstrations(tmp_path, train_config):
+    cfg = train_config("sft", run__steps=1, sft__enabled="true", sft__episodes=200, sft__epochs=30,
                   sft__lr=3e-3, sft__batch_rows=64, run__eval_tasks=50, env__kwargs="{max_turns: 12}",
                   policy__model="tiny-markov:hidden=64,layers=2,heads=4,seed=0")
     trainer = Trainer(cfg)
@@ -97,10 +81,9 @@ def test_warm_start_then_rl_on_the_expert_demonstrations(tmp_path):
     assert summary["eval_before"] == 0.0 and summary["eval_after_sft"] >= summary["eval_before"]
     # held-out imitation: on test maps the model's greedy reply is the solver's move far more
     # often than chance (a quarter)
+    import turngym
     from turngym.agents.policy import SamplingParams
     from turngym.trainers.sft import collect_demonstrations
-
-    import turngym
 
     test_tasks = [t.id for t in turngym.make(cfg.env.id).unwrapped.suite.split("test")[:40]]
     demos = collect_demonstrations(cfg.env.id, test_tasks, trainer.tokenizer, cfg.rollout, cfg.env.kwargs)
@@ -110,7 +93,7 @@ def test_warm_start_then_rl_on_the_expert_demonstrations(tmp_path):
     assert accuracy >= 0.5, accuracy
 
 
-def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path):
-    Trainer(_config(tmp_path, "taken", run__steps=1)).train()
+def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path, train_config):
+    Trainer(train_config("taken", run__steps=1)).train()
     with pytest.raises(FileExistsError, match="already holds a run"):
-        Trainer(_config(tmp_path, "taken", run__steps=2))
+        Trainer(train_config("taken", run__steps=2))
