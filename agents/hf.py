@@ -158,6 +158,7 @@ class HFPolicy:
         stops = [s for s in sampling.stop if s]
         # enough trailing tokens to contain any stop string (every token is at least one byte)
         stop_window = max((len(s.encode()) for s in stops), default=0) + 2
+        enders = self._stop_enders(stops)
 
         responses: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
@@ -178,7 +179,7 @@ class HFPolicy:
                 logprobs[row].append(logp_list[row])
                 if tokens_list[row] in self.eos_token_ids:
                     reasons[row] = "stop"
-                elif stops and first_stop(
+                elif stops and (enders is None or tokens_list[row] in enders) and first_stop(
                     self.tokenizer.decode(responses[row][-stop_window:]), stops
                 ) is not None:
                     reasons[row] = "stop"
@@ -197,6 +198,23 @@ class HFPolicy:
             )
             next_position = next_position + 1
         return [self._completion(r, lp, why, stops) for r, lp, why in zip(responses, logprobs, reasons)]
+
+    def _stop_enders(self, stops: list[str]) -> frozenset[int] | None:
+        """Token ids whose text holds the last character of a stop string: only such a token can
+        complete one, so only then is the reply's tail decoded and searched. None (check every
+        token) when a stop string ends in a non-ASCII character, which byte-level tokens can split."""
+        if not stops:
+            return None
+        key = tuple(sorted(set(stops)))
+        cache = self.__dict__.setdefault("_stop_enders_cache", {})
+        if key not in cache:
+            lasts = {s[-1] for s in key}
+            if all(c.isascii() for c in lasts):
+                pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+                cache[key] = frozenset(i for i, piece in enumerate(pieces) if any(c in piece for c in lasts))
+            else:
+                cache[key] = None
+        return cache[key]
 
     def _completion(self, ids: list[int], logps: list[float], reason: str, stops: list[str]) -> Completion:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -67,8 +67,8 @@ class PolicyConfig(BaseModel):
     """Dropout on the LoRA path."""
     lora_target_modules: list[str] | None = None
     """Module names to adapt (None: peft's default for the architecture)."""
-    max_batch_size: int = 64
-    """Most prompts per generate call."""
+    max_batch_size: int = 256
+    """Most prompts per generate call (a step's rollouts in as few decode loops as fit)."""
     torch_threads: int | None = None
     """CPU threads for torch (None: torch's default). Tiny models on a small CPU run fastest
     with 1: OpenMP's thread hand-offs cost more than their matrices, and the environments

@@ -9,6 +9,7 @@ padded size (rows x longest row) stays within a token budget.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,13 +116,39 @@ def collate(rows: Sequence[Row], pad_id: int, device: torch.device | str = "cpu"
     }.items()}
 
 
-def token_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor], with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    inner = getattr(model, "module", model)  # DDP / FSDP wrappers
+    if hasattr(inner, "get_base_model"):  # peft
+        inner = inner.get_base_model()
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+def token_logprobs(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], with_entropy: bool = False, entropy_grad: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-position logprob of the next token (``[B, L-1]``) and optionally the entropy of the
-    next-token distribution, computed in fp32."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    next-token distribution, computed in fp32.
+
+    Only positions from the batch's first response token on are projected through the LM head
+    (``logits_to_keep``; the prompt's logits are never used), the rest are 0: with a real
+    vocabulary the head and its log-softmax are most of a small model's cost. ``entropy_grad``
+    False computes the entropy without an autograd graph (when it is only logged).
+    """
+    width = batch["input_ids"].shape[1]
+    mask = batch.get("response_mask")
+    first = 0
+    if mask is not None and bool(mask.any()) and _takes_logits_to_keep(model):
+        first = int(mask.any(0).nonzero()[0])
+    kwargs = {"logits_to_keep": width - first} if first else {}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs).logits[:, :-1].float()
     logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
+    logp = logp_all.gather(-1, batch["input_ids"][:, first + 1 :].unsqueeze(-1)).squeeze(-1)
     entropy = None
     if with_entropy:
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+    if first:
+        pad = logp.new_zeros(logp.shape[0], first)
+        logp = torch.cat([pad, logp], dim=1)
+        entropy = torch.cat([pad, entropy], dim=1) if entropy is not None else None
     return logp, entropy

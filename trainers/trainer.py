@@ -125,6 +125,9 @@ def ppo_update(
 ) -> dict[str, float]:
     """Recompute old (and reference) logprobs, then the PPO-clip update; returns mean metrics.
 
+    With one epoch and one mini-batch the old policy *is* the model being updated, so its
+    logprobs are taken (detached) from the update's own forward pass instead of a separate one
+    (the ratio is exactly 1 either way; this saves a forward over every row).
     ``behaviour_logprobs="rollout"`` makes the PPO ratio pi_theta / pi_rollout, with the rollout
     engine's logprobs as the old policy: the importance ratio that corrects rollouts generated
     by older weights (the asynchronous option). ``dist`` spreads the update over ranks, each
@@ -132,24 +135,28 @@ def ppo_update(
     """
     dist = dist or SingleProcess()
     loss_cfg, optim = config.loss, config.optim
+    n_mini = int(dist.max(min(optim.mini_batches, max(len(rows), 1))))
+    single_pass = optim.ppo_epochs == 1 and n_mini == 1
+    have_rollout = bool(rows) and all(len(r.rollout_logprobs) == len(r.response_ids) for r in rows)
     model.eval()
-    _fill_logprobs(model, rows, pad_id, optim.micro_batch_tokens, device, "old_logprobs", dist)
+    if not single_pass:
+        _fill_logprobs(model, rows, pad_id, optim.micro_batch_tokens, device, "old_logprobs", dist)
     if loss_cfg.use_kl:
         ref_ctx = ref_model() if callable(ref_model) and not isinstance(ref_model, torch.nn.Module) else contextlib.nullcontext()
         with ref_ctx:
             _fill_logprobs(ref_model if isinstance(ref_model, torch.nn.Module) else model, rows, pad_id,
                            optim.micro_batch_tokens, device, "ref_logprobs", dist)
     metrics: dict[str, list[float]] = {}
-    if rows and all(len(r.rollout_logprobs) == len(r.response_ids) for r in rows):
+    gap_parts: list[tuple[float, dict[str, float]]] = []  # (tokens, gap metrics) per micro-batch
+    if have_rollout and not single_pass:
         gap = collate(rows[:512], pad_id)  # the rollout/train gap, on at most 512 rows
-        for k, v in logprob_mismatch(gap["rollout_logp"], gap["old_logp"], gap["response_mask"]).items():
-            metrics[f"rollout_train_gap_{k}"] = [v]
-        if behaviour_logprobs == "rollout":
-            for r in rows:
-                r.old_logprobs = list(r.rollout_logprobs)
+        gap_parts.append((1.0, logprob_mismatch(gap["rollout_logp"], gap["old_logp"], gap["response_mask"])))
+    if have_rollout and behaviour_logprobs == "rollout":
+        for r in rows:
+            r.old_logprobs = list(r.rollout_logprobs)
+    take_old_from_forward = single_pass and behaviour_logprobs != "rollout"
 
     model.train()
-    n_mini = int(dist.max(min(optim.mini_batches, max(len(rows), 1))))
     for _epoch in range(optim.ppo_epochs):
         order = rng.permutation(len(rows))
         for mini in np.array_split(order, n_mini):
@@ -180,7 +187,14 @@ def ppo_update(
                 batch = collate(batch_rows, pad_id, device)
                 last = b_index == len(batches) - 1
                 with (contextlib.nullcontext() if last else dist.no_sync(model)), dist.autocast():
-                    logp, entropy = token_logprobs(model, batch, with_entropy=True)  # entropy is always logged
+                    # entropy is always logged; it needs a graph only when it is in the loss
+                    logp, entropy = token_logprobs(model, batch, with_entropy=True, entropy_grad=cfg.entropy_coef != 0)
+                    if single_pass:
+                        if take_old_from_forward:
+                            batch["old_logp"] = logp.detach()
+                        if have_rollout and weight > 0:
+                            gap_parts.append((float(batch["response_mask"].sum()),
+                                              logprob_mismatch(batch["rollout_logp"], logp.detach(), batch["response_mask"])))
                     loss, m = policy_loss(logp, batch["old_logp"], batch["advantages"], batch["response_mask"], cfg,
                                           ref_logp=batch["ref_logp"] if cfg.use_kl else None, entropy=entropy)
                     dist.backward(loss * (weight * dist.backward_scale()))
@@ -191,6 +205,11 @@ def ppo_update(
             optimizer.step()
             for k, v in step_metrics.items():
                 metrics.setdefault(k, []).append(v)
+    if gap_parts:
+        tokens = sum(t for t, _ in gap_parts) or 1.0
+        metrics["rollout_train_gap_abs_max"] = [max(g["abs_max"] for _, g in gap_parts)]
+        for key in ("abs_mean", "k3"):
+            metrics[f"rollout_train_gap_{key}"] = [sum(t * g[key] for t, g in gap_parts) / tokens]
     model.eval()
     return {f"train/{k}": float(np.mean(v)) for k, v in metrics.items()}
 
