@@ -29,7 +29,8 @@ class Row:
     advantage: float = 0.0
     rollout_logprobs: list[float] = field(default_factory=list)
     old_logprobs: list[float] = field(default_factory=list)
-    """Recomputed by the training model before the update (not the rollout engine's)."""
+    """The old policy of the PPO ratio, set by ``ppo_update`` (the training model's logprobs, or
+    the rollout engine's with asynchronous rollouts)."""
     ref_logprobs: list[float] = field(default_factory=list)
     group_id: str = ""
     traj_id: str = ""

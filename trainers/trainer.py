@@ -9,10 +9,14 @@ One training step:
 2. The estimator named in the config turns per-turn rewards (+ anchors, strata) into one
    advantage per turn (``turngym.trainers.estimate``).
 3. Each turn becomes a row: its exact prompt ids and response ids, its advantage on every
-   response token. ``old_logp`` is recomputed by the training model before the update (the
-   gap to the rollout engine's logprobs is logged), and the reference logprobs when KL is on.
+   response token. ``old_logp`` is the training model's own logprob (recomputed before the
+   update when there are several PPO passes, taken from the update's forward when there is
+   one; the gap to the rollout engine's logprobs is logged), or with asynchronous rollouts
+   the rollout engine's logprob (the importance ratio corrects the staleness); the
+   reference logprobs are computed when KL is on.
 4. PPO-clip update over length-bucketed micro-batches with gradient accumulation; the loss is
-   normalised over the whole mini-batch, as if it had been one batch.
+   normalised over the whole mini-batch, as if it had been one batch (over every rank's rows
+   under a multi-process launch, ``turngym.trainers.distributed``).
 5. The in-process policy shares the model object, so new weights are live at once
    (``policy.sync_weights`` for backends that hold their own copy).
 
