@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from turngym.agents.rollout import RolloutConfig
 from turngym.trainers.losses import LossConfig
@@ -103,6 +103,11 @@ class OptimConfig(BaseModel):
     """Padded-token budget of one forward/backward micro-batch (length-bucketed)."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast the update (``accelerate``); ``no`` keeps the plain fp32 path. bf16 wants a GPU."""
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML reads a bare `no` as false
 
 
 class RunConfig(BaseModel):

@@ -73,3 +73,34 @@ def test_turngym_train_under_torchrun_logs_once_checkpoints_per_rank_and_resumes
     proc = subprocess.run([sys.executable, "-m", "turngym", "train", str(_write_config(tmp_path, run, 4)), "--resume"],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2 and "resume it with 2" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_bf16_autocast_update_stays_close_to_the_fp32_update():
+    """optim.mixed_precision=bf16 goes through accelerate's autocast (on CPU here): the update
+    differs from fp32 (autocast is really on) but only by bf16 rounding."""
+    import numpy as np
+
+    from turngym.agents.models import load_model
+    from turngym.config import load_config
+    from turngym.trainers.config import TrainConfig
+    from turngym.trainers.distributed import AccelerateGroup, Distributed, SingleProcess
+    from turngym.trainers.rows import Row
+    from turngym.trainers.trainer import ppo_update
+
+    rng = np.random.default_rng(0)
+    rows = [Row(list(rng.integers(4, 200, size=int(n))), list(rng.integers(1, 200, size=int(m))), advantage=float(a))
+            for n, m, a in zip(rng.integers(3, 30, 11), rng.integers(1, 12, 11), rng.normal(size=11))]
+    updates = {}
+    for precision in ("no", "bf16"):  # a bare `no` is YAML's false: the config takes it as "no"
+        cfg = load_config(TrainConfig, None, [f"optim.mixed_precision={precision}"])
+        dist = Distributed.create(cfg.optim.mixed_precision, torch.device("cpu"))
+        assert isinstance(dist, AccelerateGroup if precision == "bf16" else SingleProcess)
+        model, _ = load_model(TINY)
+        base = {k: v.clone() for k, v in model.state_dict().items()}
+        train_model, optimizer = dist.prepare(model, torch.optim.SGD(model.parameters(), lr=0.5))
+        ppo_update(train_model, optimizer, [Row(r.prompt_ids, r.response_ids, r.advantage) for r in rows], cfg, 0,
+                   torch.device("cpu"), np.random.default_rng(0), dist=dist)
+        updates[precision] = {k: v - base[k] for k, v in dist.unwrap(train_model).state_dict().items()}
+    diff = sum((updates["no"][k] - updates["bf16"][k]).norm() ** 2 for k in updates["no"]) ** 0.5
+    size = sum(u.norm() ** 2 for u in updates["no"].values()) ** 0.5
+    assert size > 0 and 0 < diff / size < 0.05
