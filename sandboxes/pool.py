@@ -186,6 +186,14 @@ def shared_pool(key: Hashable, factory: Callable[[], P]) -> P:
         return pool  # type: ignore[return-value]
 
 
+def close_shared_pool(key: Hashable) -> None:
+    """Close and forget the pool registered under ``key``, if any (idempotent)."""
+    with _shared_lock:
+        pool = _shared.pop(key, None)
+    if pool is not None:
+        pool.close()
+
+
 @atexit.register
 def close_shared_pools() -> None:
     """Close every pool in the registry and forget them (idempotent)."""

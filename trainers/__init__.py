@@ -6,6 +6,10 @@
   KL k1/abs/k2/k3, entropy, four aggregation modes).
 - :mod:`turngym.trainers.sampling`: DAPO dynamic sampling and overlong shaping, MT-GRPO task
   weights and the ratio-preserving sampler.
+- :mod:`turngym.trainers.trainer`: the loop (``Trainer``, ``turngym train``); around it
+  :mod:`~turngym.trainers.multitask` (MT-GRPO families in the loop),
+  :mod:`~turngym.trainers.async_rollout` (bounded-staleness prefetch) and
+  :mod:`~turngym.trainers.distributed` (one process or many through ``accelerate``).
 
 Formulas and worked examples: shared/ALGORITHMS.md.
 """

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from turngym.agents.rollout import RolloutConfig
 from turngym.trainers.losses import LossConfig
 
-__all__ = ["EnvConfig", "PolicyConfig", "EstimatorConfig", "OptimConfig", "RunConfig", "SFTConfig", "TrainConfig"]
+__all__ = ["EnvConfig", "PolicyConfig", "EstimatorConfig", "OptimConfig", "RunConfig", "MultiTaskConfig", "SFTConfig",
+           "TrainConfig"]
 
 _STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
@@ -144,6 +145,9 @@ class RunConfig(BaseModel):
     """Log to Weights & Biases (needs ``pip install wandb``)."""
     sample_trajectories: int = 4
     """Training trajectories (with their advantages) saved at each evaluation, in ``samples/``."""
+    overlong_cache_tokens: int = Field(0, ge=0)
+    """DAPO overlong shaping (0: off): a reply longer than ``rollout.max_tokens`` minus this many
+    tokens gets a penalty on its turn's reward, ramping linearly to -1 at ``rollout.max_tokens``."""
     async_rollouts: bool = False
     """Generate step k+1's rollouts (with a copy of the model) while step k trains; the PPO
     ratio then uses the rollout logprobs as the old policy, correcting the staleness."""
@@ -151,6 +155,24 @@ class RunConfig(BaseModel):
     """With ``async_rollouts``: step k's rollouts use exactly the weights of step k - max_staleness."""
     deterministic: bool = False
     """torch deterministic algorithms (exact resume equivalence; slower on GPU)."""
+
+
+class MultiTaskConfig(BaseModel):
+    """MT-GRPO: balance task families by improvement-aware weights (ALGORITHMS.md section 6;
+    ``turngym.trainers.multitask``). Off unless ``key`` is set."""
+
+    model_config = _STRICT
+    key: str | None = None
+    """The task metadata field whose value names a task's family (a kind, a difficulty level);
+    None: one family, plain sampling."""
+    lam: float = Field(0.2, ge=0.0)
+    """lambda in s_k = I_k + lambda * J_k (how much the current reward counts next to the improvement)."""
+    beta: float = Field(0.025, gt=0.0)
+    """Step size of the task-logit update."""
+    cap: float = Field(5.0, ge=1.0)
+    """Most over-generation of a family whose groups are often all-equal (with dynamic sampling)."""
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    """EMA momentum of each family's zero-gradient rate."""
 
 
 class SFTConfig(BaseModel):
@@ -182,4 +204,5 @@ class TrainConfig(BaseModel):
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    multitask: MultiTaskConfig = Field(default_factory=MultiTaskConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)

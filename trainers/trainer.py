@@ -61,6 +61,7 @@ from turngym.trainers.distributed import (
 from turngym.trainers.estimators import estimate
 from turngym.trainers.losses import logprob_mismatch, policy_loss
 from turngym.trainers.metrics import MetricsLogger, plot_metrics, read_metrics
+from turngym.trainers.multitask import TaskBalancer, task_families
 from turngym.trainers.rows import (
     Row,
     collate,
@@ -69,7 +70,7 @@ from turngym.trainers.rows import (
     rows_from_trajectories,
     token_logprobs,
 )
-from turngym.trainers.sampling import informative_group_mask
+from turngym.trainers.sampling import fill_to_targets, informative_group_mask, overlong_penalty
 
 __all__ = ["Trainer", "resolve_device", "ppo_update"]
 
@@ -279,8 +280,21 @@ class Trainer:
         self.model = self.dist.unwrap(self.train_model)
         self.policy = HFPolicy(self.model, tokenizer, max_batch_size=cfg.policy.max_batch_size)
         probe = make(cfg.env.id, **cfg.env.kwargs)
-        self.train_tasks = [t.id for t in probe.unwrapped.suite.split(cfg.env.train_split)]
+        train_split = probe.unwrapped.suite.split(cfg.env.train_split)
         probe.close()
+        self.train_tasks = [t.id for t in train_split]
+        self.balancer: TaskBalancer | None = None
+        if cfg.multitask.key:
+            if cfg.run.async_rollouts:
+                raise ValueError("multitask.key (MT-GRPO) and run.async_rollouts cannot be combined yet")
+            if self.dist.world_size > 1:
+                raise ValueError("multitask.key (MT-GRPO) runs in one training process; unset it for a multi-process launch")
+            mt = cfg.multitask
+            self.balancer = TaskBalancer(task_families(train_split, mt.key), seed=cfg.run.seed, lam=mt.lam,
+                                         beta=mt.beta, cap=mt.cap, momentum=mt.momentum)
+        if cfg.run.overlong_cache_tokens > cfg.rollout.max_tokens:
+            raise ValueError(f"run.overlong_cache_tokens={cfg.run.overlong_cache_tokens} exceeds "
+                             f"rollout.max_tokens={cfg.rollout.max_tokens}")
         env: Any = cfg.env.id
         self.env_pool = None
         if cfg.rollout.backend != "thread":
@@ -308,6 +322,8 @@ class Trainer:
         if ckpt is not None:
             state = load_training_state(ckpt, self.optimizer, self.np_rng, self.dist.rank, self.dist.world_size)
             self.step, self.cursor = state["step"], state["cursor"]
+            if self.balancer is not None:
+                self.balancer.load_state_dict(state["multitask"])
             self.trained_cursor = self.cursor
             log.info("resumed from %s at step %d", ckpt, self.step)
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb,
@@ -330,6 +346,8 @@ class Trainer:
         its share of the step's tasks; the data cursor advances identically on every rank."""
         cfg, dist = self.config, self.dist
         step = self.step if step is None else step
+        if self.balancer is not None:
+            return self._collect_multitask(step)
         target = len(dist.shard(list(range(cfg.run.tasks_per_step))))
         tasks = dist.shard(self.next_tasks(cfg.run.tasks_per_step))
         rounds = cfg.run.max_refill_rounds + 1 if cfg.run.dynamic_sampling else 1
@@ -354,16 +372,59 @@ class Trainer:
                     kept += self._drop_flat_groups([t for t in extra if t.status != "error"])
                     refill += 1
                 metrics["rollout/refill_rounds"] = refill - 1
+        metrics.update(self._rollout_metrics(all_trajs, kept))
+        return kept, metrics
+
+    def _collect_multitask(self, step: int) -> tuple[list[Trajectory], dict[str, float]]:
+        """MT-GRPO: groups per task family drawn from the balancer's weights; with dynamic
+        sampling, over-generated and refilled to keep the families' ratio (``fill_to_targets``)."""
+        cfg, balancer = self.config, self.balancer
+        assert balancer is not None
+        rounds = cfg.run.max_refill_rounds + 1 if cfg.run.dynamic_sampling else 1
+        family_of = {task: name for name, tasks in balancer.families.items() for task in tasks}
+        all_trajs: list[Trajectory] = []
+        generated: dict[str, list[list[float]]] = {}
+        calls = 0
+
+        def produce(requests: dict[str, int]):
+            nonlocal calls
+            tasks = [t for name, n in requests.items() for t in balancer.next_tasks(name, n)]
+            trajs = self.engine.run(tasks, run_index=step * rounds + calls)
+            calls += 1
+            all_trajs.extend(trajs)
+            groups: dict[str, list[Trajectory]] = {}
+            for t in trajs:
+                groups.setdefault(t.group_id, []).append(t)
+            for group in groups.values():
+                ok = [t for t in group if t.status != "error"]
+                if ok:
+                    name = family_of[ok[0].task_id]
+                    generated.setdefault(name, []).append([t.total_reward for t in ok])
+                    yield name, ok
+
+        targets = balancer.targets(cfg.run.tasks_per_step, step)
+        metrics: dict[str, float] = {}
+        if cfg.run.dynamic_sampling:
+            result = fill_to_targets(produce, targets, lambda g: [t.total_reward for t in g],
+                                     max_refill_rounds=cfg.run.max_refill_rounds, multipliers=balancer.multipliers())
+            kept = [t for g in result.all_groups() for t in g]
+            metrics["rollout/refill_rounds"] = result.rounds
+        else:
+            kept = [t for _, g in produce(targets) for t in g]
+        metrics.update(balancer.update(generated))
+        metrics.update(self._rollout_metrics(all_trajs, kept))
+        return kept, metrics
+
+    def _rollout_metrics(self, all_trajs: list[Trajectory], kept: list[Trajectory]) -> dict[str, float]:
         stats = rollout_stats(all_trajs)
-        metrics.update({
+        return {
             "rollout/reward_mean": stats["mean_reward"],
             "rollout/success_rate": stats["success_rate"],
             "rollout/episodes": stats["episodes"],
             "rollout/error_episodes": stats["error"],
             "rollout/turns_mean": stats["turns"] / max(stats["episodes"], 1),
             "rollout/invalid_rate": float(np.mean([not u.action_valid for t in kept for u in t.turns])) if kept else 0.0,
-        })
-        return kept, metrics
+        }
 
     def _drop_flat_groups(self, trajs: list[Trajectory]) -> list[Trajectory]:
         keep = informative_group_mask([t.total_reward for t in trajs], [t.group_id for t in trajs])
@@ -371,6 +432,10 @@ class Trainer:
 
     def advantages(self, trajs: Sequence[Trajectory]) -> np.ndarray:
         inputs = estimator_inputs(trajs)
+        cache = self.config.run.overlong_cache_tokens
+        if cache:  # DAPO overlong shaping, on each turn's reward
+            lengths = [len(turn.response_ids) for t in trajs for turn in t.turns]
+            inputs["rewards"] = inputs["rewards"] + overlong_penalty(lengths, self.config.rollout.max_tokens, cache)
         return estimate(self.config.estimator.name, inputs["rewards"], inputs["group_ids"], inputs["traj_ids"],
                         inputs["steps"], anchors=inputs["anchors"], strata=inputs["strata"],
                         **self.config.estimator.options)
@@ -462,9 +527,15 @@ class Trainer:
     def save(self) -> Path:
         state = self.dist.model_state(self.train_model) if self.dist.world_size > 1 else None
         return save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
-                               {"cursor": self.trained_cursor}, self.np_rng, self.tokenizer, keep=self.config.run.keep_checkpoints,
+                               self._trainer_state(), self.np_rng, self.tokenizer, keep=self.config.run.keep_checkpoints,
                                rank=self.dist.rank, world_size=self.dist.world_size, barrier=self.dist.wait,
                                model_state=state)
+
+    def _trainer_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"cursor": self.trained_cursor}
+        if self.balancer is not None:
+            state["multitask"] = self.balancer.state_dict()
+        return state
 
     def warm_start(self) -> dict[str, float]:
         """Supervised warm start on the environment's expert demonstrations (``sft`` section)."""

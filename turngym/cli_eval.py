@@ -63,6 +63,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from turngym.agents.evaluation.runner import EvalConfig, evaluate
     from turngym.agents.rollout import RolloutConfig
 
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     runs, max_tasks = args.runs, args.max_tasks
     if args.episodes is not None:  # shorthand: N episodes = the first N tasks, one run each
         runs, max_tasks = 1, args.episodes
@@ -127,6 +131,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="show the model the task and only the last K turns (default: the whole history)")
     p.add_argument("--seed", type=int, default=0, help="base seed for episodes and the bootstrap (default: 0)")
     p.add_argument("--batch-size", type=int, default=64, help="episodes handed to the policy runner at once (default: 64)")
+    p.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch (default: torch's); 1 is fastest for small models on a busy CPU")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

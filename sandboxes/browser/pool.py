@@ -34,6 +34,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
+from turngym.sandboxes.pool import close_shared_pool as registry_close_shared_pool
+from turngym.sandboxes.pool import shared_pool as registry_shared_pool
+
 __all__ = [
     "BrowserConfig",
     "BrowserError",
@@ -319,22 +322,14 @@ class BrowserSession:
             log.warning("turngym: closing a browser context failed: %s", err)
 
 
-_shared: BrowserPool | None = None
-_shared_lock = threading.Lock()
+_SHARED_KEY = ("browser",)  # one browser per process, whatever config asked first
 
 
 def shared_pool(config: BrowserConfig | None = None) -> BrowserPool:
-    """The process-wide pool (started on first use, closed at exit or by :func:`close_shared_pool`)."""
-    global _shared
-    with _shared_lock:
-        if _shared is None or _shared.closed:
-            _shared = BrowserPool(config)
-        return _shared
+    """The process-wide pool (started on first use, in the :func:`turngym.sandboxes.shared_pool`
+    registry; closed at exit, by :func:`close_shared_pool` or by ``close_shared_pools()``)."""
+    return registry_shared_pool(_SHARED_KEY, lambda: BrowserPool(config))
 
 
 def close_shared_pool() -> None:
-    global _shared
-    with _shared_lock:
-        if _shared is not None:
-            _shared.close()
-            _shared = None
+    registry_close_shared_pool(_SHARED_KEY)

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from turngym.sandboxes.provers.base import CheckResult, ProofState, ProverUnavailable, TacticResult
 from turngym.sandboxes.provers.process import ProcessLimits, run_limited
 

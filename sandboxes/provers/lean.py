@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from turngym.sandboxes.provers.base import (
     CheckResult,
     ProofState,
