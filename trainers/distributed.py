@@ -99,6 +99,9 @@ class Distributed:
     def wait(self) -> None:
         pass
 
+    def close(self) -> None:
+        """End the process group (every rank, once, at the end of the process's training)."""
+
     def shard(self, items: list[Any]) -> list[Any]:
         """This rank's share of a list that every rank holds in full (round-robin)."""
         return items[self.rank :: self.world_size]
@@ -187,6 +190,15 @@ class AccelerateGroup(Distributed):
 
     def wait(self) -> None:
         self.accelerator.wait_for_everyone()
+
+    def close(self) -> None:
+        # An explicit teardown: a process that exits with the group alive can abort in the
+        # communication library's destructor ("terminate called without an active exception").
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            self.wait()
+            dist.destroy_process_group()
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = trainer.train()
     except _errors() as err:
         raise ConfigError(str(err)) from None
+    trainer.dist.close()  # after a failure torchrun tears the group down; a barrier could hang
     if not trainer.dist.is_main:  # under a multi-process launch rank 0 reports for the group
         return 0
     parts = [f"before {summary['eval_before']:.1%}"] if "eval_before" in summary else []

@@ -37,6 +37,7 @@ def main(out: str, loss_agg: str) -> None:
     metrics = dist.mean_metrics(metrics)
     if dist.is_main:
         torch.save({"params": dist.unwrap(train_model).state_dict(), "world_size": dist.world_size, "metrics": metrics}, out)
+    dist.close()
 
 
 if __name__ == "__main__":
