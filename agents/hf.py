@@ -94,6 +94,7 @@ class HFPolicy:
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self._stop_enders_cache: dict[tuple[str, ...], frozenset[int] | None] = {}
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
@@ -206,7 +207,7 @@ class HFPolicy:
         if not stops:
             return None
         key = tuple(sorted(set(stops)))
-        cache = self.__dict__.setdefault("_stop_enders_cache", {})
+        cache = self._stop_enders_cache
         if key not in cache:
             lasts = {s[-1] for s in key}
             if all(c.isascii() for c in lasts):

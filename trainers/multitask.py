@@ -56,6 +56,7 @@ class TaskBalancer:
             raise ValueError("multi-task training needs at least one task family")
         self.names = list(families)
         self.families = {k: list(v) for k, v in families.items()}
+        self.family_of = {task: name for name, tasks in self.families.items() for task in tasks}
         self.seed, self.lam, self.beta, self.cap, self.momentum = seed, lam, beta, cap, momentum
         self.xi = np.zeros(len(self.names))
         self.rho = np.zeros(len(self.names))

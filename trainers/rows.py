@@ -9,6 +9,7 @@ padded size (rows x longest row) stays within a token budget.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -121,7 +122,13 @@ def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
     inner = getattr(model, "module", model)  # DDP / FSDP wrappers
     if hasattr(inner, "get_base_model"):  # peft
         inner = inner.get_base_model()
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    return _forward_takes_logits_to_keep(type(inner))
+
+
+@functools.cache
+def _forward_takes_logits_to_keep(model_class: type) -> bool:
+    # per class, once: token_logprobs runs for every micro-batch
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def token_logprobs(

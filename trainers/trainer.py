@@ -381,7 +381,6 @@ class Trainer:
         cfg, balancer = self.config, self.balancer
         assert balancer is not None
         rounds = cfg.run.max_refill_rounds + 1 if cfg.run.dynamic_sampling else 1
-        family_of = {task: name for name, tasks in balancer.families.items() for task in tasks}
         all_trajs: list[Trajectory] = []
         generated: dict[str, list[list[float]]] = {}
         calls = 0
@@ -398,7 +397,7 @@ class Trainer:
             for group in groups.values():
                 ok = [t for t in group if t.status != "error"]
                 if ok:
-                    name = family_of[ok[0].task_id]
+                    name = balancer.family_of[ok[0].task_id]
                     generated.setdefault(name, []).append([t.total_reward for t in ok])
                     yield name, ok
 

@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+from turngym.agents.models import load_model
+
 HERE = Path(__file__).parent
 TINY = "tiny-markov:hidden=32,layers=1,heads=2,seed=0"
 
@@ -31,7 +33,7 @@ def test_two_ranks_make_the_same_update_as_one_process(tmp_path, loss_agg):
     _torchrun([str(HERE / "ddp_worker.py"), str(multi), loss_agg], tmp_path)
     one, two = torch.load(single), torch.load(multi)
     assert one["world_size"] == 1 and two["world_size"] == 2
-    base, _ = __import__("turngym.agents.models", fromlist=["load_model"]).load_model(TINY)
+    base, _ = load_model(TINY)
     moved = [k for k, v in base.state_dict().items() if not torch.equal(v, one["params"][k])]
     assert moved, "the update must change the weights"
     for key in one["params"]:
@@ -80,7 +82,6 @@ def test_bf16_autocast_update_stays_close_to_the_fp32_update():
     differs from fp32 (autocast is really on) but only by bf16 rounding."""
     import numpy as np
 
-    from turngym.agents.models import load_model
     from turngym.config import load_config
     from turngym.trainers.config import TrainConfig
     from turngym.trainers.distributed import AccelerateGroup, Distributed, SingleProcess
