@@ -26,9 +26,11 @@ The contract
 - Message dicts are made once per exchange and shared by later prompts: a policy must not
   mutate the messages it is given.
 - Without a tokenizer (an HTTP policy that applies its own template) the prompt is the chat
-  messages; tool schemas go into the system message, and tool answers are ``user`` messages
-  wrapped in ``<tool_output>`` markers unless the policy returned structured tool calls, in
-  which case they are proper ``tool`` messages answering those calls.
+  messages; tool schemas go into the system message — or, with ``native_tools`` (the policy
+  sends them as the request's ``tools``, as OpenAI-compatible endpoints take them), nowhere in
+  the messages — and tool answers are ``user`` messages wrapped in ``<tool_output>`` markers
+  unless the policy returned structured tool calls, in which case they are proper ``tool``
+  messages answering those calls.
 """
 
 from __future__ import annotations
@@ -141,9 +143,10 @@ TOOLS_SYSTEM_BLOCK = (
 class Agent:
     """Builds each turn's prompt; see the module docstring for the contract."""
 
-    def __init__(self, tokenizer: Any = None, config: AgentConfig | None = None) -> None:
+    def __init__(self, tokenizer: Any = None, config: AgentConfig | None = None, native_tools: bool = False) -> None:
         self.tokenizer = tokenizer
         self.config = config or AgentConfig()
+        self.native_tools = native_tools and tokenizer is None
         if self.config.memory not in MEMORY_STRATEGIES:
             known = ", ".join(sorted(MEMORY_STRATEGIES))
             raise ValueError(f"unknown memory strategy {self.config.memory!r}; known: {known}")
@@ -200,7 +203,7 @@ class Agent:
 
     def _head_messages(self, memory: EpisodeMemory, text_mode: bool) -> list[dict[str, Any]]:
         system = memory.instructions
-        if memory.tools and (text_mode or not self._shows_tools(memory.tools)):
+        if memory.tools and not self.native_tools and (text_mode or not self._shows_tools(memory.tools)):
             system += TOOLS_SYSTEM_BLOCK.format(schemas="\n".join(json.dumps(t) for t in memory.tools))
         head: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
         head.append({"role": "user", "content": memory.task})
@@ -220,11 +223,13 @@ class Agent:
         return [assistant, self._answer_message(ex, index, text_mode, after_action=True)]
 
     def _answer_message(self, ex: Exchange, index: int, text_mode: bool, after_action: bool) -> dict[str, Any]:
+        if text_mode and ex.structured_calls and after_action:
+            # an assistant message with tool_calls must be answered by a tool message, even when
+            # the environment rejected the call (OpenAI-compatible servers refuse it otherwise)
+            return {"role": "tool", "tool_call_id": f"call_{index}_0", "content": ex.observation}
         if not ex.tool_output:
             return {"role": "user", "content": ex.observation}
         if text_mode:
-            if ex.structured_calls and after_action:
-                return {"role": "tool", "tool_call_id": f"call_{index}_0", "content": ex.observation}
             return {"role": "user", "content": _mark_tool_output(ex.observation)}
         return {"role": self.config.tool_role, "content": ex.observation}
 

@@ -3,14 +3,20 @@
 ``OpenAIPolicy(OpenAIConfig(base_url=..., model=...)).generate(prompts, sampling)`` sends one
 ``POST {base_url}/chat/completions`` per prompt (each prompt is a list of chat messages),
 ``max_concurrency`` at a time over one pooled ``httpx.Client``.
+``OpenAIPolicy.from_spec("http://host:8000/v1#model")`` builds one from the ``openai:URL#MODEL``
+policy spec that ``turngym eval`` takes.
 
-- **Tools**: ``config.tools`` / the ``tools`` attribute (OpenAI function schemas, e.g.
-  ``[t.schema() for t in env.tools]``) go with every request.
+- **Tools**: ``generate(prompts, sampling, tools=[schemas per prompt])`` sends each prompt's
+  tool schemas (OpenAI function format, ``Tool.schema()``) as the request's ``tools``; without
+  them, ``config.tools`` / the ``tools`` attribute go with every request, and with neither the
+  request has no ``tools`` (plain text). ``native_tools = True`` tells the rollout engine to
+  pass each episode's tools this way instead of describing them in the system message.
 - **Replies**: ``Completion.text`` is the message content; structured ``tool_calls`` returned by
-  the server are kept in ``Completion.tool_calls`` and, with ``render_tool_calls`` (default),
-  also appended to ``text`` as Hermes ``<tool_call>{"name": ..., "arguments": ...}</tool_call>``
-  blocks, so an environment that parses text sees them. ``finish_reason`` ``tool_calls`` is
-  reported as ``stop``.
+  the server are kept in ``Completion.tool_calls`` (the agent turns them into the environment's
+  ``<tool_call>`` text, :meth:`turngym.agents.agent.Agent.action_text`). With
+  ``render_tool_calls`` they are also appended to ``text`` as Hermes
+  ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` blocks, for callers that use the
+  policy without the agent. ``finish_reason`` ``tool_calls`` is reported as ``stop``.
 - **Logprobs**: with ``logprobs=True`` the per-token logprobs the server returns; token ids
   when the server returns them (``return_token_ids``, as vLLM and ``turngym serve`` do), else
   empty. Hosted models give text only, which is enough for evaluation.
@@ -18,8 +24,12 @@
   times with exponential backoff (``backoff_s * 2**attempt``, capped at ``backoff_max_s``, with
   full jitter; a ``Retry-After`` header is honoured); other 4xx answers and exhausted retries
   raise :class:`EndpointError` with one sentence.
-- **Key**: read from the environment variable named by ``api_key_env`` (sent as a bearer token
-  when set; local servers need none).
+- **Key**: read from the environment variable named by ``api_key_env`` (default
+  ``OPENAI_API_KEY``; sent as a bearer token when set; local servers need none).
+- **Limits**: ``timeout_s`` per request, ``max_concurrency`` requests in flight.
+
+Only text comes back from hosted models (no prompt token ids), so this policy serves
+evaluation and data collection; training needs a backend that returns the exact ids.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from pydantic import BaseModel, Field
 
 from turngym.agents.policy import Completion, Prompt, SamplingParams
 
-__all__ = ["EndpointError", "OpenAIConfig", "OpenAIPolicy", "backoff_delay"]
+__all__ = ["EndpointError", "OpenAIConfig", "OpenAIPolicy", "backoff_delay", "parse_openai_spec"]
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -69,10 +79,19 @@ class OpenAIConfig(BaseModel):
     """Ask for per-token logprobs (and token ids, where the server supports it)."""
     tools: list[dict[str, Any]] = Field(default_factory=list)
     """OpenAI function schemas sent with every request."""
-    render_tool_calls: bool = True
-    """Append returned tool calls to ``Completion.text`` as Hermes ``<tool_call>`` blocks."""
+    render_tool_calls: bool = False
+    """Also append returned tool calls to ``Completion.text`` as Hermes ``<tool_call>`` blocks
+    (off by default: the agent renders ``Completion.tool_calls`` itself)."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Extra JSON fields merged into each request body."""
+
+
+def parse_openai_spec(spec: str) -> OpenAIConfig:
+    """``"http://host:8000/v1#name"`` (the part after ``openai:``) -> base_url and model."""
+    url, sep, model = spec.partition("#")
+    if not url.startswith(("http://", "https://")) or not sep or not model.strip():
+        raise ValueError(f"policy spec 'openai:{spec}' must look like openai:http://HOST:PORT/v1#MODEL")
+    return OpenAIConfig(base_url=url, model=model.strip())
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -82,6 +101,9 @@ def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random)
 
 class OpenAIPolicy:
     """Chat-message prompts -> completions from an OpenAI-compatible endpoint (see module doc)."""
+
+    native_tools = True
+    """Takes tool schemas per request (``generate(..., tools=...)``) and returns structured calls."""
 
     def __init__(
         self,
@@ -109,6 +131,11 @@ class OpenAIPolicy:
         )
         self._pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="turngym-openai")
 
+    @classmethod
+    def from_spec(cls, spec: str, **overrides: Any) -> OpenAIPolicy:
+        """The policy for ``openai:URL#MODEL`` (``spec`` is the part after ``openai:``)."""
+        return cls(parse_openai_spec(spec), **overrides)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._client.close()
@@ -119,17 +146,27 @@ class OpenAIPolicy:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def generate(self, prompts: list[Prompt], sampling: SamplingParams) -> list[Completion]:
+    def generate(
+        self,
+        prompts: list[Prompt],
+        sampling: SamplingParams,
+        tools: list[list[dict[str, Any]]] | None = None,
+    ) -> list[Completion]:
+        """One completion per prompt; ``tools``: each prompt's tool schemas (default ``self.tools``)."""
         for prompt in prompts:
             if not prompt or not isinstance(prompt[0], dict):
                 raise TypeError("OpenAIPolicy takes chat-message prompts, not token ids")
         if sampling.seeds is not None and len(sampling.seeds) != len(prompts):
             raise ValueError(f"got {len(sampling.seeds)} seeds for {len(prompts)} prompts")
+        if tools is not None and len(tools) != len(prompts):
+            raise ValueError(f"got {len(tools)} tool lists for {len(prompts)} prompts")
         seeds = sampling.seeds or [None] * len(prompts)
-        bodies = [self._body(p, sampling, s) for p, s in zip(prompts, seeds)]
+        tool_lists = tools if tools is not None else [self.tools] * len(prompts)
+        bodies = [self._body(p, sampling, s, t) for p, s, t in zip(prompts, seeds, tool_lists)]
         return list(self._pool.map(self._complete, bodies))
 
-    def _body(self, messages: list[dict[str, Any]], sampling: SamplingParams, seed: int | None) -> dict[str, Any]:
+    def _body(self, messages: list[dict[str, Any]], sampling: SamplingParams, seed: int | None,
+              tools: list[dict[str, Any]]) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.config.model,
             "messages": messages,
@@ -141,8 +178,8 @@ class OpenAIPolicy:
             body["stop"] = list(sampling.stop)
         if seed is not None:
             body["seed"] = int(seed)
-        if self.tools:
-            body["tools"] = self.tools
+        if tools:
+            body["tools"] = tools
         if self.config.logprobs:
             body["logprobs"] = True
             body["return_token_ids"] = True

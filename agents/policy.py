@@ -14,6 +14,10 @@
 
 Backends: Hugging Face transformers (CPU/GPU), vLLM (GPU), OpenAI-compatible HTTP, scripted.
 A backend that can be trained exposes ``model`` and ``tokenizer`` and ``sync_weights(state)``.
+A chat-message backend that takes tool schemas as a request field (OpenAI ``tools=``) sets
+``native_tools = True`` and accepts ``generate(prompts, sampling, tools=[schemas per prompt])``;
+the rollout engine then passes each episode's tools that way and the agent leaves them out of
+the system message.
 """
 
 from __future__ import annotations

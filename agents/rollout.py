@@ -140,7 +140,11 @@ class RolloutEngine:
         self.config = config or RolloutConfig()
         if tokenizer is None:
             tokenizer = getattr(policy, "tokenizer", None)
-        self.agent = Agent(tokenizer, AgentConfig(**{k: getattr(self.config, k) for k in AgentConfig.model_fields}))
+        # A chat-message policy that takes tool schemas per request (OpenAI-compatible
+        # endpoints) gets each episode's tools that way, not described in the system message.
+        self.native_tools = tokenizer is None and bool(getattr(policy, "native_tools", False))
+        self.agent = Agent(tokenizer, AgentConfig(**{k: getattr(self.config, k) for k in AgentConfig.model_fields}),
+                           native_tools=self.native_tools)
         self.env_id = env if isinstance(env, str) else getattr(env, "env_id", "")
         self._env = env
         self._env_kwargs = env_kwargs or {}
@@ -230,7 +234,11 @@ class RolloutEngine:
         prompts = [self.agent.build(ep.memory) for ep in active]  # type: ignore[arg-type]
         seeds = [derive_seed(ep.traj.seed, "turn", turn) for ep in active]
         t0 = time.perf_counter()
-        completions = self.policy.generate([p.prompt for p in prompts], cfg.sampling(seeds))
+        if self.native_tools:
+            completions = self.policy.generate([p.prompt for p in prompts], cfg.sampling(seeds),
+                                               tools=[ep.memory.tools for ep in active])  # type: ignore[call-arg, union-attr]
+        else:
+            completions = self.policy.generate([p.prompt for p in prompts], cfg.sampling(seeds))
         generate_s = time.perf_counter() - t0
         if len(completions) != len(active):
             raise RuntimeError(f"the policy returned {len(completions)} completions for {len(active)} prompts")
@@ -262,7 +270,9 @@ class RolloutEngine:
             ep.anchor = json_safe(info.get("anchor"))
             ep.stratum = json_safe(info.get("stratum", ep.stratum))
             ep.memory.history.append(Exchange(  # type: ignore[union-attr]
-                action=action, observation=res.observation, tool_output=bool(info.get("tool_calls")),
+                # with structured calls the reply is their text; the calls go in as structure
+                action=completion.text if completion.tool_calls else action,
+                observation=res.observation, tool_output=bool(info.get("tool_calls")),
                 structured_calls=list(completion.tool_calls)))
             capped = cfg.max_turns is not None and len(ep.turns) >= cfg.max_turns
             if res.terminated or res.truncated or capped:

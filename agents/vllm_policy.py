@@ -18,19 +18,34 @@
   weights. The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so the tensors
   are handed over by reference, not serialised. LoRA trainers merge adapters before syncing.
 
+Starting points: ``VLLMPolicy(path_or_hf_id)``; :meth:`VLLMPolicy.from_model` (an in-memory
+transformers model, e.g. the trainer's, saved once to a folder vLLM loads); and
+:func:`load_vllm_policy` for the ``vllm:SPEC`` policy spec of ``turngym eval`` (a folder, a
+Hugging Face id, or a turngym model name such as ``smollm2``).
+
 vLLM is imported only when this class is used; on a machine without it the constructor
 raises :class:`VLLMUnavailable` with one sentence.
+
+The calls made into vLLM are exactly: ``vllm.LLM(model=..., ...)``, ``LLM.get_tokenizer()``,
+``LLM.generate(list of vllm.inputs.TokensPrompt, list of vllm.SamplingParams, use_tqdm=False)``,
+``LLM.collective_rpc(fn, args=(weights,))`` (``fn(worker, weights)`` reaches
+``worker.model_runner.get_model().load_weights(weights=...)``) and ``LLM.reset_prefix_cache()``;
+``tests/agents/fake_vllm.py`` implements these on a transformers model so the trainer-to-engine
+contract is tested on CPU.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from turngym.agents.policy import Completion, Prompt, SamplingParams, prompt_token_ids
 
-__all__ = ["VLLMPolicy", "VLLMUnavailable", "vllm_available"]
+__all__ = ["VLLMPolicy", "VLLMUnavailable", "load_vllm_policy", "vllm_available"]
 
 
 class VLLMUnavailable(RuntimeError):
@@ -44,6 +59,17 @@ def vllm_available() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def _import_vllm() -> Any:
+    # In-process engine: sync_weights hands tensors over by reference (must be set before
+    # vllm is imported, since vllm reads its environment at import).
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    try:
+        import vllm
+    except ImportError:
+        raise VLLMUnavailable("the vLLM backend needs vllm and a CUDA GPU: pip install 'turngym[gpu]'") from None
+    return vllm
 
 
 def _load_weights_in_worker(worker: Any, weights: list[tuple[str, Any]]) -> int:
@@ -68,13 +94,7 @@ class VLLMPolicy:
         seed: int = 0,
         **llm_kwargs: Any,
     ) -> None:
-        # In-process engine: sync_weights hands tensors over by reference (must be set before
-        # vllm is imported, since vllm reads its environment at import).
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        try:
-            import vllm
-        except ImportError:
-            raise VLLMUnavailable("the vLLM backend needs vllm and a CUDA GPU: pip install 'turngym[gpu]'") from None
+        vllm = _import_vllm()
         self._vllm = vllm
         self.llm = vllm.LLM(
             model=model,
@@ -86,6 +106,30 @@ class VLLMPolicy:
             **llm_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self._owned_dir: Path | None = None
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, workdir: str | Path | None = None, **kwargs: Any) -> VLLMPolicy:
+        """An engine serving an in-memory transformers model (e.g. the trainer's).
+
+        The weights and tokenizer are saved once to ``workdir`` (default: a temporary folder
+        removed by :meth:`close`), which vLLM loads; later updates go in with
+        :meth:`sync_weights`, never through the disk.
+        """
+        owned = workdir is None
+        folder = Path(tempfile.mkdtemp(prefix="turngym-vllm-")) if owned else Path(workdir)  # type: ignore[arg-type]
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        policy = cls(str(folder), **kwargs)
+        policy._owned_dir = folder if owned else None
+        return policy
+
+    def close(self) -> None:
+        """Remove the folder :meth:`from_model` made (the engine lives as long as this object)."""
+        if self._owned_dir is not None:
+            shutil.rmtree(self._owned_dir, ignore_errors=True)
+            self._owned_dir = None
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """The token ids of a prompt: ids as given, chat messages through the chat template."""
@@ -138,3 +182,19 @@ class VLLMPolicy:
             model.load_weights(weights=iter(weights))
         if hasattr(self.llm, "reset_prefix_cache"):
             self.llm.reset_prefix_cache()
+
+
+def load_vllm_policy(spec: str, **kwargs: Any) -> VLLMPolicy:
+    """The engine for the ``vllm:SPEC`` policy spec (``spec`` is the part after ``vllm:``).
+
+    A local folder or a Hugging Face id is loaded by vLLM itself; a turngym model name
+    (``smollm2``, ``tiny:...``, see :mod:`turngym.agents.models`) is built with transformers
+    and handed over through :meth:`VLLMPolicy.from_model`.
+    """
+    from turngym.agents.models import MODEL_LOADERS, load_model, parse_spec
+
+    _import_vllm()  # fail in one sentence before loading anything
+    if parse_spec(spec)[0] in MODEL_LOADERS:
+        model, tokenizer = load_model(spec)
+        return VLLMPolicy.from_model(model, tokenizer, **kwargs)
+    return VLLMPolicy(str(Path(spec).expanduser()) if Path(spec).expanduser().is_dir() else spec, **kwargs)

@@ -1,9 +1,18 @@
 """From a policy spec to an episode runner.
 
-Specs: ``scripted:<name>`` (see :mod:`~turngym.agents.evaluation.scripted`) is handled here;
-every other spec — a Hugging Face id or path, ``smollm2``, ``tiny``, a turngym checkpoint,
-``vllm:...``, ``openai:URL#model`` — goes to ``turngym.agents.models.load_policy(spec)``, and
-the policy it returns is run by the rollout engine through :func:`policy_runner`.
+Specs, by scheme (the prefix before the first ``:``):
+
+- ``scripted:<name>`` (see :mod:`~turngym.agents.evaluation.scripted`);
+- ``openai:URL#MODEL``: any OpenAI-compatible chat-completions endpoint
+  (:class:`~turngym.agents.openai_http.OpenAIPolicy`; key from ``OPENAI_API_KEY``; the
+  environment's tools go as the request's ``tools`` and native tool calls come back as the
+  environment's ``<tool_call>`` text);
+- ``vllm:SPEC``: a vLLM engine in this process over a folder, a Hugging Face id or a turngym
+  model name (:func:`~turngym.agents.vllm_policy.load_vllm_policy`; needs a CUDA GPU);
+- anything else — a Hugging Face id or path, ``smollm2``, ``tiny``, a turngym checkpoint —
+  goes to ``turngym.agents.models.load_policy(spec)``.
+
+Model policies are run by the rollout engine through :func:`policy_runner`.
 
 Schemes are a registry (:data:`RUNNER_SCHEMES`: prefix before the first ``:`` -> factory), so
 a new kind of spec is one :func:`register_scheme` call, not another branch.
@@ -21,9 +30,37 @@ from turngym.agents.trajectory import Trajectory
 
 __all__ = ["RUNNER_SCHEMES", "policy_runner", "register_scheme", "runner_for_spec"]
 
+def _openai_runner(rest: str, options: dict[str, Any]) -> EpisodeRunner:
+    from turngym.agents.openai_http import OpenAIPolicy
+
+    try:
+        policy = OpenAIPolicy.from_spec(rest)
+    except ValueError as err:
+        raise EvalConfigError(str(err)) from None
+    return _closing(policy_runner(policy, options), policy)
+
+
+def _vllm_runner(rest: str, options: dict[str, Any]) -> EpisodeRunner:
+    from turngym.agents.vllm_policy import VLLMUnavailable, load_vllm_policy
+
+    try:
+        policy = load_vllm_policy(rest)
+    except VLLMUnavailable as err:
+        raise EvalConfigError(str(err)) from None
+    return _closing(policy_runner(policy, options), policy)
+
+
+def _closing(runner: EpisodeRunner, policy: Any) -> EpisodeRunner:
+    """The runner with a ``close()`` that releases the policy (``turngym eval`` calls it)."""
+    runner.close = policy.close  # type: ignore[attr-defined]
+    return runner
+
+
 #: ``factory(rest of the spec, options) -> EpisodeRunner``, by spec scheme.
 RUNNER_SCHEMES: dict[str, Callable[[str, dict[str, Any]], EpisodeRunner]] = {
     "scripted": lambda name, options: scripted_runner(name, options.get("env_kwargs")),
+    "openai": _openai_runner,
+    "vllm": _vllm_runner,
 }
 
 

@@ -165,7 +165,7 @@ def test_tool_calls_come_back_structured_and_round_trip_to_hermes_text(tiny):
         assert call["type"] == "function" and call["function"]["name"] == "move"
         assert json.loads(call["function"]["arguments"]) == {"direction": "up"}
         assert len(choice["logprobs"]["content"]) == len(tiny.tokenizer.encode(reply, add_special_tokens=False))
-        with OpenAIPolicy(base_url=url, tools=TOOLS) as client:
+        with OpenAIPolicy(base_url=url, tools=TOOLS, render_tool_calls=True) as client:
             [completion] = client.generate([MESSAGES], SamplingParams())
         [returned] = completion.tool_calls
         assert returned["function"] == {"name": "move", "arguments": '{"direction": "up"}'}
@@ -174,6 +174,46 @@ def test_tool_calls_come_back_structured_and_round_trip_to_hermes_text(tiny):
         assert completion.text.startswith("Let me move.")
     finally:
         stop(server)
+
+
+def test_by_default_calls_stay_structured_and_the_agent_renders_them_once(tiny):
+    from turngym.agents.agent import Agent
+
+    reply = 'Let me move.\n<tool_call>\n{"name": "move", "arguments": {"direction": "up"}}\n</tool_call>'
+    server, url = start(Canned(tiny.tokenizer, reply))
+    try:
+        with OpenAIPolicy(base_url=url) as client:
+            [completion] = client.generate([MESSAGES], SamplingParams(), tools=[TOOLS])
+        assert completion.text == "Let me move." and len(completion.tool_calls) == 1
+        action = Agent.action_text(completion)
+        assert action.count("<tool_call>") == 1 and parse_tool_calls(action).calls[0].arguments == {"direction": "up"}
+    finally:
+        stop(server)
+
+
+def test_tools_go_per_prompt_and_none_means_plain_text():
+    bodies: list[dict] = []
+
+    def handler(request):
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json=ok_reply())
+
+    client = OpenAIPolicy(transport=httpx.MockTransport(handler), max_concurrency=1)
+    client.generate([MESSAGES, MESSAGES], SamplingParams(), tools=[TOOLS, []])
+    client.generate([MESSAGES], SamplingParams())
+    assert bodies[0]["tools"] == TOOLS and "tools" not in bodies[1] and "tools" not in bodies[2]
+    with pytest.raises(ValueError, match="1 tool lists for 2 prompts"):
+        client.generate([MESSAGES, MESSAGES], SamplingParams(), tools=[TOOLS])
+
+
+def test_spec_parsing():
+    from turngym.agents.openai_http import parse_openai_spec
+
+    config = parse_openai_spec("https://api.example.test/v1#gpt-x")
+    assert (config.base_url, config.model) == ("https://api.example.test/v1", "gpt-x")
+    for bad in ["api.example.test/v1#m", "http://h/v1", "http://h/v1#  "]:
+        with pytest.raises(ValueError, match="openai:http://HOST:PORT/v1#MODEL"):
+            parse_openai_spec(bad)
 
 
 def test_malformed_tool_calls_stay_in_the_content(tiny):
