@@ -7,6 +7,8 @@
   entry point names a callable that registers that package's environments (or a module whose
   import does). They are loaded once, on the first ``make`` or listing.
 - ``make(id)`` answers an unknown id with :class:`UnknownEnvError` and a "did you mean ...".
+- Ids of the form ``SCHEME:REST`` with a scheme in :data:`ID_SCHEMES` are made by that
+  scheme's factory from ``REST``: ``make("openenv:http://HOST:PORT")`` is any OpenEnv server.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ __all__ = ["ENTRY_POINT_GROUP", "UnknownEnvError", "register", "make", "register
 
 ENTRY_POINT_GROUP = "turngym.envs"
 log = logging.getLogger(__name__)
+
+#: ``make("SCHEME:REST", **kw)`` calls the factory (a lazy "pkg.module:function") with REST.
+ID_SCHEMES: dict[str, str] = {"openenv": "turngym.envs.openenv.client:make_openenv_env"}
 
 _DESCRIPTIONS: dict[str, str] = {}
 _plugins_loaded = False
@@ -82,6 +87,10 @@ def _unknown(env_id: str) -> UnknownEnvError:
 def make(id: str, **kwargs: Any) -> gym.Env:
     """Make a registered environment; unknown ids raise :class:`UnknownEnvError`."""
     load_plugins()
+    scheme, colon, rest = id.partition(":")
+    if colon and scheme in ID_SCHEMES and id not in gym.registry:
+        module, _, attr = ID_SCHEMES[scheme].partition(":")
+        return getattr(importlib.import_module(module), attr)(rest, **kwargs)
     if id not in gym.registry:
         raise _unknown(id)
     return gym.make(id, **kwargs)

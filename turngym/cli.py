@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "turngym.cli_envs",      # envs, suites, check, play
     "turngym.cli_sandbox",   # sandbox build-image / prune
     "turngym.cli_serve",     # serve
+    "turngym.cli_serve_env", # serve-env (OpenEnv's protocol)
     "turngym.cli_eval",      # eval, compare
     "turngym.cli_train",     # train, sft
 ]
