@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,9 @@ class VLLMPolicy:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         policy = cls(str(folder), **kwargs)
-        policy._owned_dir = folder if owned else None
+        if owned:  # removed by close(), or when the policy is collected, whichever comes first
+            policy._owned_dir = folder
+            weakref.finalize(policy, shutil.rmtree, folder, True)
         return policy
 
     def close(self) -> None:

@@ -74,6 +74,22 @@ class PolicyConfig(BaseModel):
     """CPU threads for torch (None: torch's default). Tiny models on a small CPU run fastest
     with 1: OpenMP's thread hand-offs cost more than their matrices, and the environments
     need a core too."""
+    backend: str = "hf"
+    """Engine that generates rollouts and evaluations: ``hf`` (transformers, the trained model
+    itself) or ``vllm`` (a vLLM engine on the GPU, the weights pushed into it after every update;
+    extra ``[gpu]``). See :mod:`turngym.trainers.backends`."""
+    vllm: dict[str, Any] = Field(default_factory=dict)
+    """``vllm.LLM`` keyword arguments for ``backend: vllm`` (``gpu_memory_utilization``,
+    ``max_model_len``, ``enforce_eager``, ...)."""
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from turngym.trainers.backends import POLICY_BACKENDS
+
+        if value not in POLICY_BACKENDS:
+            raise ValueError(f"unknown policy.backend {value!r}; known: {', '.join(sorted(POLICY_BACKENDS))}")
+        return value
 
 
 class EstimatorConfig(BaseModel):

@@ -228,6 +228,7 @@ class Trainer:
         from turngym.agents.hf import HFPolicy
         from turngym.agents.models import load_model
         from turngym.envs import make
+        from turngym.trainers.backends import build_policy
 
         hf_logging.disable_progress_bar()  # checkpoint writes are not long work worth a bar
         self.config = cfg = config
@@ -278,7 +279,8 @@ class Trainer:
         # launch); model is the bare one that generates, evaluates and is saved.
         self.train_model, self.optimizer = self.dist.prepare(model, optimizer)
         self.model = self.dist.unwrap(self.train_model)
-        self.policy = HFPolicy(self.model, tokenizer, max_batch_size=cfg.policy.max_batch_size)
+        # policy.backend: hf shares the model's weights; vllm is an engine synced after each update
+        self.policy = build_policy(cfg, self.model, tokenizer, self.dist.world_size)
         probe = make(cfg.env.id, **cfg.env.kwargs)
         train_split = probe.unwrapped.suite.split(cfg.env.train_split)
         probe.close()
