@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field
-from tqdm.auto import tqdm
 
 from turngym.agents.agent import Agent, AgentConfig, BuiltPrompt, EpisodeMemory, Exchange
 from turngym.agents.env_pool import (
@@ -44,6 +43,7 @@ from turngym.agents.env_pool import (
     json_safe,
 )
 from turngym.agents.policy import Completion, Policy, SamplingParams
+from turngym.agents.progress import Progress
 from turngym.agents.trajectory import Trajectory, Turn
 from turngym.envs.tasks import Task
 
@@ -200,7 +200,7 @@ class RolloutEngine:
             episodes.append(_Episode(slot=slot, traj=traj, task=spec.task))
         self._errors = 0
         pool, owned = self._open_pool()
-        bar = tqdm(total=len(episodes), desc="rollout", unit="ep", disable=not cfg.progress, leave=False)
+        bar = Progress("rollout", total=len(episodes), unit="ep", disable=not cfg.progress, leave=False)
         try:
             self._reset(pool, episodes, bar)
             turn = 0
@@ -218,7 +218,7 @@ class RolloutEngine:
             ep.traj.turns = ep.turns
         return [e.traj for e in episodes]
 
-    def _reset(self, pool: EnvPool, episodes: list[_Episode], bar: tqdm) -> None:
+    def _reset(self, pool: EnvPool, episodes: list[_Episode], bar: Progress) -> None:
         results = pool.reset([ResetRequest(e.slot, e.task, e.traj.seed) for e in episodes])
         for ep, res in zip(episodes, results):
             if res.error is not None:
@@ -229,7 +229,7 @@ class RolloutEngine:
             ep.anchor = json_safe(res.info.get("anchor"))
             ep.stratum = json_safe(res.info.get("stratum"))
 
-    def _round(self, pool: EnvPool, active: list[_Episode], turn: int, bar: tqdm) -> None:
+    def _round(self, pool: EnvPool, active: list[_Episode], turn: int, bar: Progress) -> None:
         cfg = self.config
         prompts = [self.agent.build(ep.memory) for ep in active]  # type: ignore[arg-type]
         seeds = [derive_seed(ep.traj.seed, "turn", turn) for ep in active]
@@ -294,7 +294,7 @@ class RolloutEngine:
             extra["prompt_over_budget"] = True
         return extra
 
-    def _fail(self, pool: EnvPool, ep: _Episode, error: str, bar: tqdm) -> None:
+    def _fail(self, pool: EnvPool, ep: _Episode, error: str, bar: Progress) -> None:
         log.warning("episode %s ended with an environment error: %s", ep.traj.traj_id, error)
         ep.done = True
         ep.traj.status = "error"

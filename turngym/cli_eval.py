@@ -57,10 +57,9 @@ def _print_results(results: EvalResults) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from turngym.agents.evaluation.policies import runner_for_spec
     from turngym.agents.evaluation.runner import EvalConfig, evaluate
+    from turngym.agents.progress import Progress
     from turngym.agents.rollout import RolloutConfig
 
     if args.torch_threads:
@@ -80,15 +79,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             memory="window" if args.memory_window is not None else "full",
                             memory_window=args.memory_window or 0)
     runner = runner_for_spec(args.policy, rollout=rollout)
-    with tqdm(desc="episodes", unit="ep", file=sys.stderr, disable=args.quiet) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    # a bar on a terminal; in a file or a pipe one plain line about every 30 s and one at the end
+    with Progress("episodes", unit="ep", file=sys.stderr, disable=args.quiet) as bar:
         try:
-            results = evaluate(config, runner, out, progress=progress)
+            results = evaluate(config, runner, out, progress=lambda done, total: bar.set(done, total))
         finally:
             close = getattr(runner, "close", None)
             if callable(close):

@@ -211,20 +211,20 @@ def test_progress_bar_counts_episodes_and_errors(probe, monkeypatch):
 
     bars = []
 
-    class RecordingBar(rollout_module.tqdm):
+    class RecordingBar(rollout_module.Progress):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.asked_disable = kwargs["disable"]
             bars.append(self)
 
-    monkeypatch.setattr(rollout_module, "tqdm", RecordingBar)
+    monkeypatch.setattr(rollout_module, "Progress", RecordingBar)
     suite = probe.suite({"id": "a", "length": 1}, {"id": "b", "raise_at": 1})
     engine = RolloutEngine(ScriptedPolicy([probe.reply]), lambda: probe.Env(suite=suite), None,
                            RolloutConfig(group_size=3, progress=True))
     engine.run(["a", "b"])
     (bar,) = bars
-    assert bar.total == 6 and bar.n == 6 and bar.asked_disable is False
-    assert bar.postfix == "errors=3"
+    assert bar.total == 6 and bar.n == 6 and bar.asked_disable is False and bar.leave is False
+    assert bar.postfix == {"errors": 3}
 
 
 def test_sokoban_end_to_end(tokenizer):
