@@ -8,7 +8,7 @@ PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip "setuptools>=69" wheel
+.venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" wheel
 .venv/bin/python -m pip install -q "torch==2.13.0"
 if [ -n "$EXTRAS" ]; then
     .venv/bin/python -m pip install -q -e ".[$EXTRAS]"

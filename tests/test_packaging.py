@@ -15,12 +15,23 @@ FOLDERS = {"envs", "agents", "trainers", "tools", "sandboxes"}
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
+    build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
-        check=True,
+        check=True, capture_output=True, text=True,
     )
     (wheel,) = out.glob("turngym-*.whl")
+    wheel_log[:] = (build.stdout + build.stderr).splitlines()
     return wheel
+
+
+wheel_log: list[str] = []
+
+
+def test_the_build_prints_no_packaging_warnings(wheel):
+    # setuptools' own warnings about this project's configuration (package data folders it was
+    # not told of, a deprecated license table), not pip's notes about the machine's indexes
+    warnings = [line for line in wheel_log if "BuildBackendWarning" in line or "SetuptoolsDeprecationWarning" in line]
+    assert warnings == []
 
 
 def test_wheel_has_only_the_turngym_top_level_package(wheel):
