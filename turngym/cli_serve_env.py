@@ -57,6 +57,7 @@ def run_serve_env(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     # The line a supervisor (or a test) reads to learn the address; flushed before serving.
     print(f"serving {args.env_id} over OpenEnv at http://{host}:{port} (Ctrl-C to stop)", flush=True)
+    # On SIGINT/SIGTERM uvicorn shuts down gracefully (the app's shutdown closes every session)
+    # and then re-raises the signal, so the exit status says which signal stopped the server.
     uvicorn_server(app).run(sockets=[sock])
-    log.info("stopped; every session closed")
     return 0

@@ -207,11 +207,13 @@ def make_app(env_id: str, env_kwargs: dict[str, Any] | None = None, max_sessions
     async def close_sessions() -> None:
         # Sessions whose connection did not end before shutdown: close their environments with
         # openenv-core's own teardown (in each session's thread), then the shared sandbox pools.
-        for session_id in list(server._sessions):
+        open_ids = list(server._sessions)
+        for session_id in open_ids:
             await server._destroy_session(session_id)
         from turngym.sandboxes.pool import close_shared_pools
 
         close_shared_pools()
+        log.info("shut down: closed %d session(s) still open; no environment left", len(open_ids))
 
     app.router.on_shutdown.append(close_sessions)
     return app

@@ -1,0 +1,203 @@
+"""`turngym serve-env`, driven by openenv-core's own client (code no one here wrote): full
+episodes of Sokoban, Search and Code, info in the protocol's fields, bounded sessions, and
+nothing left behind by a hung or killed client."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from openenv.core import GenericEnvClient
+from websockets.sync.client import connect as ws_connect
+
+import turngym
+from turngym.envs.openenv.server import make_app, running
+
+DEADLINE_S = 60.0
+
+
+def _client(url):
+    return GenericEnvClient(base_url=url, message_timeout_s=DEADLINE_S).sync()
+
+
+def _info(observation):
+    """The info keys a served observation carries (None: the env did not say)."""
+    keys = ("task_id", "action_valid", "tool_calls", "anchor", "stratum", "success")
+    return {k: observation[k] for k in keys if observation[k] is not None} | observation["info"]
+
+
+def _plain(value):
+    return json.loads(json.dumps(value))
+
+
+def _read_line(proc, deadline_s):
+    """The server's first stdout line (its address), read within a deadline."""
+    box = []
+    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(deadline_s)
+    if not box or not box[0]:
+        proc.kill()
+        raise AssertionError(f"serve-env printed no address in {deadline_s:.0f} s: {proc.stderr.read()}")
+    return box[0]
+
+
+@pytest.fixture
+def cli_server():
+    procs = []
+
+    def start(*args):
+        cmd = [sys.executable, "-m", "turngym", "serve-env", *args, "--host", "127.0.0.1", "--port", "0"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        procs.append(proc)
+        line = _read_line(proc, DEADLINE_S)
+        return proc, line.split(" at ")[1].split()[0]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_serves_a_full_sokoban_episode_identical_to_in_process(cli_server):
+    proc, url = cli_server("turngym/Sokoban-v0", "--max-sessions", "4", "--idle-timeout", "30")
+    twin = turngym.make("turngym/Sokoban-v0")
+    task = "sokoban-6x6-1-test-0003"
+    with _client(url) as env:
+        result = env.reset(seed=5, task_id=task)
+        obs, info = twin.reset(seed=5, options={"task": task})
+        assert (result.observation["text"], _info(result.observation)) == (obs, _plain(info))
+        assert result.observation["instructions"] == twin.unwrapped.instructions
+        assert env.state()["task_id"] == task
+        for turn in range(30):
+            reply = twin.unwrapped.expert_reply()
+            result = env.step({"message": reply})
+            obs, reward, terminated, truncated, info = twin.step(reply)
+            served = result.observation
+            assert (served["text"], result.reward, served["terminated"], served["truncated"]) == (obs, reward, terminated, truncated)
+            assert _info(served) == _plain(info) and result.done == (terminated or truncated)
+            if result.done:
+                break
+        assert served["success"] is True and result.reward > 0 and turn > 0
+        with pytest.raises(RuntimeError, match="episode has ended"):
+            env.step({"message": reply})
+        assert env.state()["step_count"] == turn + 1
+    assert httpx.get(f"{url}/turngym/sessions").json() == {"active": 0, "max": 4}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(DEADLINE_S) == -signal.SIGTERM  # uvicorn re-raises the signal after a graceful shutdown
+    assert "shut down: closed 0 session(s) still open" in proc.stderr.read()
+
+
+def test_cli_refuses_an_unknown_env_with_one_sentence(capsys):
+    from turngym.cli import main
+
+    assert main(["serve-env", "turngym/Sokoban-v9", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean" in err
+
+
+def test_search_full_episode_search_then_answer():
+    with running(make_app("turngym/Search-v0", max_sessions=2)) as url, _client(url) as env:
+        twin = turngym.make("turngym/Search-v0")
+        twin.reset(seed=0, options={"task": "2hop__116027_376978"})
+        gold = twin.unwrapped.task.answer[0]
+        result = env.reset(seed=0, task_id="2hop__116027_376978")
+        assert result.observation["stratum"] == 0 and [t["function"]["name"] for t in result.observation["tools"]] == ["search", "open", "answer"]
+        query = {"name": "search", "arguments": {"query": "director of Jump for Glory"}}
+        result = env.step({"message": f"<tool_call>{json.dumps(query)}</tool_call>"})
+        served = result.observation
+        assert not result.done and served["stratum"] == 1 and served["tool_calls"][0]["name"] == "search"
+        assert served["anchor"][0].startswith("Who is the spouse") and len(served["anchor"][1]) > 0
+        result = env.step({"message": f"<answer>{gold}</answer>"})
+        assert result.done and result.reward == 1.0 and result.observation["success"] is True
+        assert result.observation["terminated"] and result.observation["info"]["em"] == 1.0
+
+
+def test_code_full_episode_with_the_local_sandbox():
+    app = make_app("turngym/Code-v0", {"backend": "local"}, max_sessions=2)
+    twin = turngym.make("turngym/Code-v0", backend="local")
+    try:
+        twin.reset(seed=0, options={"task": "turngym-code/reverse_string"})
+        submit = {"name": "submit", "arguments": {"code": twin.unwrapped.task.answer}}
+    finally:
+        twin.close()
+    with running(app) as url, _client(url) as env:
+        result = env.reset(seed=0, task_id="turngym-code/reverse_string")
+        assert "def reverse_string" in result.observation["text"]
+        run = {"name": "python", "arguments": {"code": "print('abc'[::-1])"}}
+        result = env.step({"message": f"<tool_call>{json.dumps(run)}</tool_call>"})
+        assert "cba" in result.observation["text"] and not result.done
+        result = env.step({"message": f"<tool_call>{json.dumps(submit)}</tool_call>"})
+        assert result.done and result.reward == 1.0 and result.observation["success"] is True
+
+
+def _poll(predicate, deadline_s=DEADLINE_S):
+    """Wait until ``predicate()`` holds (bounded); returns whether it did."""
+    stop = time.monotonic() + deadline_s
+    while not predicate():
+        if time.monotonic() > stop:
+            return False
+        threading.Event().wait(0.1)
+    return True
+
+
+def _sessions(url):
+    return httpx.get(f"{url}/turngym/sessions").json()["active"]
+
+
+def test_sessions_are_bounded_and_a_hung_client_is_reaped_by_the_idle_timeout(counting):
+    with running(make_app("test/Counting-v0", max_sessions=2, idle_timeout_s=1.0)) as url:
+        ws_url = url.replace("http://", "ws://") + "/ws"
+        with ws_connect(ws_url, open_timeout=DEADLINE_S) as a, ws_connect(ws_url, open_timeout=DEADLINE_S) as b:
+            for ws in (a, b):  # each resets, then never speaks again (a client that hangs)
+                ws.send(json.dumps({"type": "reset", "data": {"seed": 1}}))
+                assert json.loads(ws.recv(DEADLINE_S))["type"] == "observation"
+            assert _sessions(url) == 2 and counting.live() == 2
+            with ws_connect(ws_url, open_timeout=DEADLINE_S) as third:  # refused: the server is full
+                assert json.loads(third.recv(DEADLINE_S))["data"]["code"] == "CAPACITY_REACHED"
+            assert _poll(lambda: _sessions(url) == 0), "idle sessions were not reaped"
+            assert _poll(lambda: counting.live() == 0), "a reaped session's environment was not closed"
+        with _client(url) as fresh:  # room again
+            assert fresh.reset(seed=0).observation["text"] == "task c-train"
+    assert counting.live() == 0
+
+
+def test_a_killed_client_leaves_nothing_behind(counting):
+    script = (  # a bare WebSocket client: quick to start in a fresh process
+        "import json, sys\n"
+        "from websockets.sync.client import connect\n"
+        "ws = connect(sys.argv[1].replace('http://', 'ws://') + '/ws')\n"
+        "for msg in ({'type': 'reset', 'data': {}}, {'type': 'step', 'data': {'message': 'hi'}}):\n"
+        "    ws.send(json.dumps(msg)); assert json.loads(ws.recv())['type'] == 'observation'\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with running(make_app("test/Counting-v0", max_sessions=4, idle_timeout_s=600.0)) as url:
+        client = subprocess.Popen([sys.executable, "-c", script, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            assert _read_line(client, DEADLINE_S).strip() == "ready"
+            assert _sessions(url) == 1 and counting.live() == 1
+        finally:
+            client.kill()
+            client.wait()
+        # the idle timeout is 10 minutes: the session ends because its connection did
+        assert _poll(lambda: _sessions(url) == 0 and counting.live() == 0), "the killed client's session outlived it"
+
+
+def test_shutdown_closes_sessions_still_open(counting):
+    with contextlib.ExitStack() as outlives_the_server:
+        with running(make_app("test/Counting-v0", max_sessions=4, idle_timeout_s=None)) as url:
+            ws = outlives_the_server.enter_context(ws_connect(url.replace("http://", "ws://") + "/ws", open_timeout=DEADLINE_S))
+            ws.send(json.dumps({"type": "reset", "data": {}}))
+            assert json.loads(ws.recv(DEADLINE_S))["type"] == "observation"
+            assert counting.live() == 1
+        assert counting.live() == 0
