@@ -35,6 +35,8 @@ which are rendered here with ``tokenizer.apply_chat_template(..., add_generation
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -70,6 +72,21 @@ def sample_tokens(
     # the first index whose cumulative mass reaches the target; zero-mass tokens are never hit
     index = (cdf < targets).sum(dim=-1)
     return index.clamp(max=logits.shape[-1] - 1)
+
+
+@functools.cache
+def _cache_name(model_class: type) -> str:
+    """The KV-cache argument of a model's forward: ``cache`` since transformers 5.x renamed it
+    (passing the old name warns on every call), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def _cache_kwarg(model: Any, out: Any) -> dict[str, Any]:
+    """The keyword argument that hands ``out``'s KV cache to the next forward (a peft model
+    passes keywords through to its base model, whose signature decides)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = _cache_name(type(inner))
+    return {name: getattr(out, name)}
 
 
 def first_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -194,8 +211,8 @@ class HFPolicy:
                 input_ids=tokens[:, None],
                 attention_mask=attention,
                 position_ids=next_position,
-                past_key_values=out.past_key_values,
                 use_cache=True,
+                **_cache_kwarg(self.model, out),
             )
             next_position = next_position + 1
         return [self._completion(r, lp, why, stops) for r, lp, why in zip(responses, logprobs, reasons)]

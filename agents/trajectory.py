@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Turn", "Trajectory", "read_jsonl", "write_jsonl"]
+__all__ = ["Turn", "Trajectory", "json_line", "read_jsonl", "write_jsonl"]
 
 
 class Turn(BaseModel):
@@ -71,12 +71,29 @@ class Trajectory(BaseModel):
         return sum(len(t.tool_calls) for t in self.turns)
 
 
+def json_line(traj: Trajectory, **extra: Any) -> str:
+    """``traj`` (plus ``extra`` keys) as one line of JSON, without the newline, that encodes to
+    UTF-8 whatever its text holds.
+
+    Replies and observations can hold lone surrogates (``"\\udcff"``: a broken client, an
+    adversarial reply), which UTF-8 cannot encode; such a line is written with ASCII escapes
+    instead, which JSON readers turn back into the same string.
+    """
+    data = {**traj.model_dump(mode="json"), **extra}
+    line = json.dumps(data, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(data, ensure_ascii=True)
+    return line
+
+
 def write_jsonl(trajectories: Iterable[Trajectory], path: str | Path, append: bool = False) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a" if append else "w", encoding="utf-8") as fh:
         for traj in trajectories:
-            fh.write(traj.model_dump_json() + "\n")
+            fh.write(json_line(traj) + "\n")
             fh.flush()
 
 

@@ -58,9 +58,9 @@ import numpy as np
 from gymnasium import spaces
 
 from turngym.envs.tasks import SuiteError, Task, TaskSuite, load_suite
-from turngym.tools.base import Tool
+from turngym.tools.base import Tool, truncate_text
 
-__all__ = ["INFO_KEYS", "EnvUnavailable", "TextSpace", "TurnEnv", "canonical_anchor"]
+__all__ = ["INFO_KEYS", "EnvUnavailable", "TextSpace", "TurnEnv", "canonical_anchor", "unreadable_reason"]
 
 
 class EnvUnavailable(RuntimeError):
@@ -98,6 +98,23 @@ class TextSpace(spaces.Text):
 
     def __repr__(self) -> str:
         return f"TextSpace(max_length={self.max_length})"
+
+
+def unreadable_reason(action: str, max_length: int) -> str:
+    """Why no environment can act on ``action`` (it is not valid Unicode, or longer than the
+    action space allows), or ``""`` when it is text an environment may read.
+
+    A lone surrogate (``"\\udcff"``) cannot be encoded, so it would fail inside whatever the
+    environment hands the reply to (a file, a process, a browser); such a reply cannot come
+    from a tokenizer's decoding, only from a broken client or an adversary.
+    """
+    if len(action) > max_length:
+        return f"the reply has {len(action)} characters; at most {max_length} are read"
+    try:
+        action.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"the reply is not valid Unicode text: {err.reason} at character {err.start}"
+    return ""
 
 
 def canonical_anchor(value: Any) -> Hashable:
@@ -148,6 +165,7 @@ class TurnEnv(gym.Env[str, str]):
         self.turn = 0
         self.tools: list[Tool] = list(getattr(self, "tools", []))
         self._last_obs = ""
+        self._state_info: dict[str, Any] = {}
 
     # -- suites ----------------------------------------------------------------------------
     @property
@@ -176,6 +194,7 @@ class TurnEnv(gym.Env[str, str]):
         self.turn = 0
         obs, info = self._reset_task(self.task)
         info = {"task_id": self.task.id, **info}
+        self._remember_state(info)
         self._last_obs = obs
         return obs, info
 
@@ -185,13 +204,25 @@ class TurnEnv(gym.Env[str, str]):
         if not isinstance(action, str):
             raise TypeError(f"actions are text; got {type(action).__name__}")
         self.turn += 1
-        obs, reward, terminated, info = self._step(action)
+        why = unreadable_reason(action, self.max_text_length)
+        if why:  # no subclass can act on it: answered here, the state unchanged
+            obs, reward, terminated, info = f"Invalid reply ({why}).", 0.0, False, {"action_valid": False, **self._state_info}
+        else:
+            obs, reward, terminated, info = self._step(action)
+        if isinstance(obs, str):  # replies and tool output can be any size; the observation space is not
+            obs = truncate_text(obs, self.max_text_length)[0]
         truncated = not terminated and self.turn >= self.max_turns
         info = {"task_id": self.task.id, "action_valid": True, "tool_calls": [], **info}
         if (terminated or truncated) and "success" not in info:
             info["success"] = False
+        self._remember_state(info)
         self._last_obs = obs
         return obs, float(reward), bool(terminated), bool(truncated), info
+
+    def _remember_state(self, info: dict[str, Any]) -> None:
+        """Keep the anchor and stratum of the state the next action is taken in, for a reply
+        the base class answers itself (the state does not change, so neither do they)."""
+        self._state_info = {k: info[k] for k in ("anchor", "stratum") if k in info}
 
     def render(self) -> str | None:
         text = self._render_text()

@@ -62,6 +62,30 @@ class ParseResult(BaseModel):
 _DECODER = json.JSONDecoder()
 
 
+def _raw_decode(text: str, start: int = 0) -> tuple[Any, int]:
+    """``_DECODER.raw_decode``, with JSON that Python's decoder refuses for its shape rather
+    than its syntax — nested deeper than the recursion limit, or an integer longer than
+    ``sys.get_int_max_str_digits()`` — raised as :class:`json.JSONDecodeError` too, so every
+    caller's one ``except`` turns any undecodable reply into an error for the agent."""
+    try:
+        return _DECODER.raw_decode(text, start)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, start) from None
+    except ValueError as err:  # int("9" * 5000): the decoder's only non-syntax ValueError
+        raise json.JSONDecodeError(f"unreadable value ({str(err).split(':')[0]})", text, start) from None
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` through :func:`_raw_decode`: one whole JSON value (surrounding blanks allowed)."""
+    stripped = text.strip()
+    obj, end = _raw_decode(stripped)
+    if end != len(stripped):
+        raise json.JSONDecodeError("Extra data", stripped, end)
+    return obj
+
+
 def _call_from_obj(obj: object) -> ToolCall:
     """One call from a decoded JSON object; ValueError saying what is wrong otherwise."""
     if isinstance(obj, dict) and isinstance(obj.get("function"), dict):  # OpenAI tool_calls entry
@@ -73,7 +97,7 @@ def _call_from_obj(obj: object) -> ToolCall:
         args = {}
     if isinstance(args, str):  # OpenAI sends arguments as a JSON string
         try:
-            args = json.loads(args) if args.strip() else {}
+            args = _loads(args) if args.strip() else {}
         except json.JSONDecodeError as err:
             raise ValueError(f"the arguments of {obj['name']!r} are not valid JSON ({err.msg})") from None
     if not isinstance(args, dict):
@@ -128,7 +152,7 @@ def parse_hermes(text: str) -> ParseResult:
             result.errors.append("invalid tool call: empty <tool_call> tag")
             continue
         try:
-            obj, end = _DECODER.raw_decode(body)
+            obj, end = _raw_decode(body)
         except json.JSONDecodeError as err:
             result.errors.append(_json_error(err, body))
             continue
@@ -171,16 +195,51 @@ def _collect(result: ParseResult, obj: object) -> None:
         _add(result, obj)
 
 
+#: Deepest bracket nesting a bare-JSON reply may have. A tool call needs a handful of levels.
+#: The scan retries decoding from every opening bracket and a retry inside deep nesting
+#: descends the whole depth before it fails, so without a bound a megabyte of ``[`` takes
+#: hours; with it the scan costs at most this many passes over the reply.
+MAX_JSON_DEPTH = 100
+_JSON_SYNTAX = re.compile(r'["\\\[\]{}]')
+
+
+def _nested_deeper_than(text: str, limit: int) -> bool:
+    """Whether brackets in ``text`` nest more than ``limit`` deep (inside JSON strings not counted)."""
+    depth = 0
+    in_string = escaped = False
+    for match in _JSON_SYNTAX.finditer(text):
+        ch = match.group()
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and match.end() < len(text):
+                escaped = text[match.end()] in '"\\'
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "}]":
+            depth = max(depth - 1, 0)
+    return False
+
+
 def parse_openai_json(text: str) -> ParseResult:
     """Tool calls written as bare JSON objects (or lists of them) anywhere in ``text``."""
     result = ParseResult()
+    if _nested_deeper_than(text, MAX_JSON_DEPTH):
+        result.errors.append(f"invalid tool call: brackets nested more than {MAX_JSON_DEPTH} levels deep")
+        return result
     pos, n = 0, len(text)
     while pos < n:
         start = _next_json_start(text, pos)
         if start < 0:
             break
         try:
-            obj, end = _DECODER.raw_decode(text, start)
+            obj, end = _raw_decode(text, start)
         except json.JSONDecodeError as err:
             if _CALL_START.match(text, start):
                 result.errors.append(_json_error(err, text, start))
@@ -236,7 +295,7 @@ def parse_react(text: str) -> ParseResult:
             result.calls.append(ToolCall(name=name, arguments={}))
             continue
         try:
-            args, end = _DECODER.raw_decode(body)
+            args, end = _raw_decode(body)
         except json.JSONDecodeError as err:
             result.errors.append(_json_error(err, body) if body.lstrip().startswith(("{", "[")) else
                                  f"invalid tool call: the Action Input of {name!r} must be a JSON object")

@@ -19,7 +19,8 @@ The episode runner contract (:data:`EpisodeRunner`)
 
 ``trajectories.jsonl`` lines are :class:`~turngym.agents.trajectory.Trajectory` JSON with one
 extra key, ``run`` (the run index), so :func:`turngym.agents.trajectory.read_jsonl` reads the
-file unchanged. A line torn by a kill mid-write is dropped on resume.
+file unchanged. A line torn by a kill mid-write is dropped on resume; a corrupt line elsewhere is
+moved aside (its episode runs again), never the lines after it.
 
 Training's periodic evaluation calls :func:`evaluate` with a runner built on its own policy and
 a fresh folder per evaluation step, and so writes the same files.
@@ -44,7 +45,7 @@ from turngym.agents.evaluation.results import (
     suite_stats,
     write_results,
 )
-from turngym.agents.trajectory import Trajectory
+from turngym.agents.trajectory import Trajectory, json_line
 
 __all__ = [
     "EpisodeRunner",
@@ -168,25 +169,39 @@ class TrajectoryStore:
         self._load()
 
     def _load(self) -> None:
+        """Every readable line becomes a record. A line that is not a trajectory is moved to
+        ``trajectories.jsonl.unreadable`` (its episode runs again; the lines after it stay); a
+        last line torn by a kill mid-write is dropped, so the next append starts a line of its own."""
         if not self.path.exists():
             return
-        good_end = 0
-        with self.path.open("rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break  # torn by a kill mid-write
-                try:
-                    data = json.loads(raw)
-                    run = int(data.pop("run"))
-                    traj = Trajectory.model_validate(data)
-                except (ValueError, KeyError, TypeError):
-                    break
-                self.records[(traj.env_id, traj.task_id, run)] = traj
-                good_end += len(raw)
-        if good_end < self.path.stat().st_size:
-            log.warning("%s: dropping a torn or unreadable tail after byte %d", self.path, good_end)
-            with self.path.open("r+b") as fh:
-                fh.truncate(good_end)
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        torn = lines.pop()  # b"" when the file ends with a newline
+        good: list[bytes] = []
+        bad: list[bytes] = []
+        for raw in lines:
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+                run = int(record.pop("run"))
+                traj = Trajectory.model_validate(record)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                bad.append(raw)
+                continue
+            self.records[(traj.env_id, traj.task_id, run)] = traj
+            good.append(raw)
+        if torn:
+            log.warning("%s: dropping a torn last line (%d bytes)", self.path, len(torn))
+        if bad:
+            aside = self.path.with_name(self.path.name + ".unreadable")
+            log.warning("%s: %d unreadable line(s) moved to %s; their episodes run again", self.path, len(bad), aside)
+            with aside.open("ab") as fh:
+                fh.write(b"".join(line + b"\n" for line in bad))
+        if torn or bad:  # rewritten whole and renamed into place: a kill now loses nothing
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_bytes(b"".join(line + b"\n" for line in good))
+            tmp.replace(self.path)
 
     def __contains__(self, key: object) -> bool:
         return key in self.records
@@ -195,7 +210,7 @@ class TrajectoryStore:
         return len(self.records)
 
     def append(self, run: int, traj: Trajectory) -> None:
-        line = json.dumps({**traj.model_dump(mode="json"), "run": run}, ensure_ascii=False) + "\n"
+        line = json_line(traj, run=run) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(line)

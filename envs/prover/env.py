@@ -30,9 +30,13 @@ from typing import Any, ClassVar, Literal
 from turngym.envs.core import EnvUnavailable, TurnEnv
 from turngym.envs.tasks import Task, TaskSuite
 from turngym.sandboxes.provers.base import ProofState, Prover, ProverUnavailable, canonical_goals
+from turngym.tools.base import truncate_text
 
 __all__ = ["ProverEnv", "CoqEnv", "LeanEnv", "parse_reply"]
 
+#: Most characters of prover feedback shown per turn (head and tail kept): a prover echoes the
+#: offending text, and a megabyte reply must not come back as a megabyte observation.
+FEEDBACK_CHARS = 4000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BLOCK = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 
@@ -135,7 +139,7 @@ class ProverEnv(TurnEnv):
         if result.ok:
             self._anchor = (self.task.id, "proved")
             return "The proof is complete.", 1.0, True, {**info, "anchor": self._anchor}
-        feedback = "\n".join(result.errors)
+        feedback = truncate_text("\n".join(result.errors), FEEDBACK_CHARS)[0]
         self._anchor = (self.task.id, feedback)
         return f"The proof was rejected:\n{feedback}", 0.0, False, {**info, "anchor": self._anchor}
 
@@ -152,7 +156,8 @@ class ProverEnv(TurnEnv):
         if result.done:
             return "No goals remain: the proof is complete.", 1.0, True, info
         goals = canonical_goals(self._state.goals)
-        obs = f"Error: {result.error}\n\nGoals (unchanged):\n{goals}" if result.error else f"Goals:\n{goals}"
+        error = truncate_text(result.error, FEEDBACK_CHARS)[0] if result.error else ""
+        obs = f"Error: {error}\n\nGoals (unchanged):\n{goals}" if error else f"Goals:\n{goals}"
         reward = 0.0
         if self.partial_credit and self.turn >= self.max_turns and self._most_goals:
             closed = self._most_goals - len(self._state.goals)

@@ -272,3 +272,23 @@ def test_a_registered_expert_drives_the_solver(tmp_path: Path) -> None:
     assert results.envs[0].stats.pass1.mean == 1.0 and results.envs[0].stats.mean_turns == 1.0
     random = evaluate(EvalConfig(envs=["evaltest/Guess-v0"], policy="scripted:random", runs=2), scripted_runner("random"), tmp_path / "r")
     assert [t.successes for t in random.envs[0].tasks] == [2, 0, 0]  # "0" only solves g0
+
+
+def test_a_corrupt_line_costs_one_episode_not_the_ones_after_it(tmp_path: Path, coin_id: str) -> None:
+    config = EvalConfig(envs=[coin_id], policy="scripted:random", runs=2)
+    out = tmp_path / "corrupt"
+    evaluate(config, scripted_runner("random"), out)
+    path = out / "trajectories.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    broken = lines[3]
+    lines[3] = "{not json\n"
+    path.write_text("".join(lines))
+
+    store = TrajectoryStore(path)
+    assert len(store) == 12 - 1  # every other episode, those after the bad line too
+    assert (out / "trajectories.jsonl.unreadable").read_text() == "{not json\n"
+    assert len(list(read_jsonl(path))) == 11  # the store file is plain Trajectory JSONL again
+    runner = CountingRunner(scripted_runner("random"))
+    evaluate(config, runner, out)
+    redone = json.loads(broken)
+    assert runner.seen == [(redone["env_id"], redone["task_id"], redone["run"])]
