@@ -19,7 +19,8 @@ Contract (what :class:`~turngym.trainers.trainer.Trainer` relies on):
 - Rank 0 (:attr:`is_main`) evaluates, logs and writes checkpoints; :meth:`unwrap` gives the
   bare model (for generation and ``save_pretrained``).
 
-Launch (``examples/accelerate/`` has FSDP and DeepSpeed ZeRO-3 files)::
+Launch (``examples/accelerate/fsdp.yaml`` is an FSDP ``FULL_SHARD`` config, the ZeRO-3
+equivalent; DeepSpeed is refused, see :class:`AccelerateGroup`)::
 
     accelerate launch --config_file examples/accelerate/fsdp.yaml -m turngym.cli train CONFIG
     torchrun --nproc_per_node 2 -m turngym.cli train CONFIG      # DDP; on CPUs it uses gloo
@@ -112,8 +113,8 @@ class SingleProcess(Distributed):
 
 
 class AccelerateGroup(Distributed):
-    """Several processes (DDP, FSDP or DeepSpeed, as ``accelerate`` was configured) and/or
-    mixed precision, through :class:`accelerate.Accelerator`."""
+    """Several processes (DDP or FSDP, as ``accelerate`` was configured) and/or mixed
+    precision, through :class:`accelerate.Accelerator`. A DeepSpeed launch is refused."""
 
     def __init__(self, mixed_precision: str = "no", cpu: bool = False) -> None:
         from accelerate import Accelerator
@@ -205,9 +206,8 @@ class AccelerateGroup(Distributed):
 def generation_context(dist: Distributed, model: Any) -> Iterator[None]:
     """Full parameters on every rank while the in-process policy generates (FSDP shards them).
 
-    DDP and single-process models are whole already; DeepSpeed ZeRO-3 gathers per layer in its
-    own forward hooks. For large sharded models, generate with vLLM engines instead
-    (``docs/scaling.md``)."""
+    DDP and single-process models are whole already. For large sharded models, generate with
+    vLLM engines instead (``docs/scaling.md``)."""
     if isinstance(dist, AccelerateGroup) and str(dist.accelerator.distributed_type).endswith("FSDP"):
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 

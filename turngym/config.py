@@ -1,7 +1,7 @@
 """Loading configs: YAML files into pydantic models, with ``--set a.b=value`` overrides.
 
 Configs are pydantic models (one flat model per component, each field documented); a YAML file
-holds one mapping per component. ``--set trainer.lr=1e-5`` overrides a field; the value is
+holds one mapping per component. ``--set optim.lr=1e-5`` overrides a field; the value is
 parsed as YAML (so ``1e-5``, ``true``, ``[1, 2]`` and ``{a: 1}`` work). Unknown keys are errors.
 """
 
