@@ -118,7 +118,7 @@ def unreadable_reason(action: str, max_length: int) -> str:
 
 
 def canonical_anchor(value: Any) -> Hashable:
-    """A hashable canonical form of an anchor or stratum (see ALGORITHMS.md, GiGPO step 2)."""
+    """A hashable canonical form of an anchor or stratum (see docs/algorithms.md, section 3, step 2)."""
     if value is None or isinstance(value, (str, int, float, bool, bytes)):
         return value
     if isinstance(value, (list, tuple)):

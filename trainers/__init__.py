@@ -11,7 +11,7 @@
   :mod:`~turngym.trainers.async_rollout` (bounded-staleness prefetch) and
   :mod:`~turngym.trainers.distributed` (one process or many through ``accelerate``).
 
-Formulas and worked examples: shared/ALGORITHMS.md.
+Formulas and worked examples: docs/algorithms.md.
 """
 
 from turngym.trainers.estimators import (

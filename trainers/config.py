@@ -99,7 +99,7 @@ class EstimatorConfig(BaseModel):
     name: str = "grpo"
     """Estimator name: grpo, dr_grpo, rloo, reinforce_pp, gigpo, flow_grpo, stratified."""
     options: dict[str, Any] = Field(default_factory=dict)
-    """Estimator options (ALGORITHMS.md), e.g. ``{mode: mean_std_norm, gamma: 0.95}``."""
+    """Estimator options (docs/algorithms.md), e.g. ``{mode: mean_std_norm, gamma: 0.95}``."""
 
 
 class OptimConfig(BaseModel):
@@ -174,7 +174,7 @@ class RunConfig(BaseModel):
 
 
 class MultiTaskConfig(BaseModel):
-    """MT-GRPO: balance task families by improvement-aware weights (ALGORITHMS.md section 6;
+    """MT-GRPO: balance task families by improvement-aware weights (docs/algorithms.md section 6;
     ``turngym.trainers.multitask``). Off unless ``key`` is set."""
 
     model_config = _STRICT

@@ -1,7 +1,7 @@
 """Advantage estimators: pure, vectorised functions from per-turn rewards to per-row advantages.
 
 This module is the one place to read how turngym credits turns. The formulas, defaults and
-worked examples are those of ``shared/ALGORITHMS.md``; each estimator's docstring cites the
+worked examples are those of ``docs/algorithms.md``; each estimator's docstring cites the
 equation it implements.
 
 The contract
@@ -356,7 +356,7 @@ _MAX_SCALE_LOG = math.log(1e100)
 def discounted_returns(
     rewards: np.ndarray, segment: np.ndarray, position: np.ndarray, gamma: float
 ) -> np.ndarray:
-    """R_t = sum_{k>=t} gamma^(k-t) r_k within each segment (ALGORITHMS.md, GiGPO step 3).
+    """R_t = sum_{k>=t} gamma^(k-t) r_k within each segment (docs/algorithms.md, section 3, step 3).
 
     Rows in any order; ``segment`` are integer codes and ``position`` the turn index 0..L-1
     inside the segment, each (segment, position) pair at most once (a missing position counts
@@ -414,7 +414,7 @@ def discounted_returns(
 
 
 # --------------------------------------------------------------------------------------------
-# Outcome estimators (ALGORITHMS.md section 2): statistics over trajectories
+# Outcome estimators (docs/algorithms.md section 2): statistics over trajectories
 # --------------------------------------------------------------------------------------------
 
 
@@ -487,7 +487,7 @@ def reinforce_pp(batch: RowBatch, *, token_counts: Any = None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Flow-GRPO (ALGORITHMS.md section 4)
+# Flow-GRPO (docs/algorithms.md section 4)
 # --------------------------------------------------------------------------------------------
 
 
@@ -511,7 +511,7 @@ def flow_grpo(
 
 
 # --------------------------------------------------------------------------------------------
-# Stratified GRPO (ALGORITHMS.md section 5)
+# Stratified GRPO (docs/algorithms.md section 5)
 # --------------------------------------------------------------------------------------------
 
 
@@ -551,7 +551,7 @@ def stratified(
 
 
 # --------------------------------------------------------------------------------------------
-# GiGPO (ALGORITHMS.md section 3)
+# GiGPO (docs/algorithms.md section 3)
 # --------------------------------------------------------------------------------------------
 
 

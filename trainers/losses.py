@@ -1,6 +1,6 @@
 """Policy losses: PPO clipped surrogate (dual-clip, GSPO sequence ratios), KL, entropy, aggregation.
 
-Formulas and defaults: ``shared/ALGORITHMS.md`` section 1 (and GSPO in section 2). All inputs
+Formulas and defaults: ``docs/algorithms.md`` section 1 (and GSPO in section 2). All inputs
 are ``(rows, tokens)`` tensors: ``logp``/``old_logp``/``ref_logp`` are the log-probabilities of
 the sampled response tokens, ``mask`` is 1 on valid response tokens, ``advantages`` is one value
 per row (broadcast to its tokens) or one per token.
@@ -132,7 +132,7 @@ KL_ESTIMATORS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 def kl_penalty(
     logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "low_var_kl"
 ) -> torch.Tensor:
-    """Per-token KL(pi || pi_ref) estimate from sampled-token log-probs (ALGORITHMS.md table)."""
+    """Per-token KL(pi || pi_ref) estimate from sampled-token log-probs (docs/algorithms.md section 1)."""
     try:
         fn = KL_ESTIMATORS[estimator]
     except KeyError:
@@ -173,7 +173,7 @@ def ppo_clip_loss(
     eps_high: float = 0.2,
     dual_clip: float | None = 3.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token PPO clipped surrogate with dual-clip (ALGORITHMS.md section 1).
+    """Per-token PPO clipped surrogate with dual-clip (docs/algorithms.md section 1).
 
     r = exp(clamp(log_ratio, -20, 20)); L1 = -A r; L2 = -A clip(r, 1-eps_low, 1+eps_high);
     L = max(L1, L2); for A < 0, L = min(L, -A c) (dual-clip, c > 1; None disables).
@@ -204,7 +204,7 @@ def ppo_clip_loss(
 
 
 class LossConfig(BaseModel):
-    """Policy-loss settings (defaults: ALGORITHMS.md section 1; recipes noted per field)."""
+    """Policy-loss settings (defaults: docs/algorithms.md section 1; recipes noted per field)."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 

@@ -1,6 +1,6 @@
 """MT-GRPO in the training loop: task families balanced by improvement-aware weights.
 
-Contract (ALGORITHMS.md section 6; the math is in :mod:`turngym.trainers.sampling`):
+Contract (docs/algorithms.md section 6; the math is in :mod:`turngym.trainers.sampling`):
 
 - A run's train tasks are split into **families** by one metadata field
   (``multitask.key``, e.g. a task kind or a difficulty level); the trainer never looks at what

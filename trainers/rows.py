@@ -1,6 +1,6 @@
 """Training rows: one row per turn, and length-bucketed micro-batches.
 
-Each turn is a policy step (ALGORITHMS.md, section 0): a row is that turn's exact prompt ids
+Each turn is a policy step (docs/algorithms.md, section 0): a row is that turn's exact prompt ids
 (the context the agent saw) and the response ids the policy produced, with the turn's
 advantage broadcast to every response token. Rows are grouped into micro-batches by length so
 a short turn never pays for a long one: sort by length, then fill each micro-batch while its

@@ -1,6 +1,6 @@
 """Which rollouts make a batch: DAPO dynamic sampling and overlong shaping, MT-GRPO task balance.
 
-Formulas: ``shared/ALGORITHMS.md`` (DAPO under section 2, MT-GRPO section 6). Pure functions
+Formulas: ``docs/algorithms.md`` (DAPO under section 2, MT-GRPO section 6). Pure functions
 over numpy arrays, plus two small refill loops that call back into the rollout code:
 
 - :func:`fill_batch` (DAPO dynamic sampling): keep generating groups until ``batch_size``

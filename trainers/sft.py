@@ -4,7 +4,7 @@ Environments with a solver implement ``TurnEnv.expert_reply()``. Demonstrations 
 through the same :class:`~turngym.agents.agent.Agent` the rollout engine uses, so each
 demonstration turn's prompt ids are exactly what the model will see during RL; the loss is
 cross-entropy on the reply tokens (plus the end-of-turn token) only. This is how agent
-pipelines start RL from a model that already acts sensibly (DESIGN.md, "The main job").
+pipelines start RL from a model that already acts sensibly (docs/design.md, "Evidence").
 """
 
 from __future__ import annotations

@@ -205,3 +205,48 @@ def test_official_client_sees_openai_errors(served_tiny):
     with pytest.raises(openai.BadRequestError, match="stream is not supported"):
         client.chat.completions.create(model="tiny", messages=MESSAGES, stream=True)
     assert httpx.get(served_tiny.url.removesuffix("/v1") + "/health").json() == {"status": "ok"}
+
+
+# -- a third-party server: llama.cpp's, serving the embedded SmolLM2 GGUF -------------------------
+
+
+@pytest.mark.slow
+def test_eval_against_llama_cpp_server_with_the_embedded_gguf(tmp_path, capsys):
+    """Not run in CI: llama-cpp-python has no prebuilt CPU wheel on PyPI and its source build
+    takes longer than CI affords (install it with the [llamacpp] extra to run this)."""
+    pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server] (extra [llamacpp])")
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from turngym.agents.models import _gguf_path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(_gguf_path()), "--host", "127.0.0.1",
+         "--port", str(port), "--model_alias", "smollm2", "--chat_format", "chatml-function-calling", "--n_ctx", "4096"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # poll the model listing until the server answers, within a deadline
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "llama.cpp's server did not come up"
+            time.sleep(0.5)
+        out = tmp_path / "eval"
+        code = main(["eval", "--env", "turngym/FrozenLake-v0", "--policy", f"openai:{url}#smollm2", "--episodes", "2",
+                     "--max-turns", "2", "--max-tokens", "48", "--out", str(out), "--no-report", "--quiet"])
+        assert code == 0, capsys.readouterr().err
+        trajectories = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
+        assert len(trajectories) == 2 and all(t["status"] != "error" and t["turns"] for t in trajectories)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,4 +1,4 @@
-"""Advantage estimators: every worked example of shared/ALGORITHMS.md, to 1e-4."""
+"""Advantage estimators: every worked example of docs/algorithms.md, to 1e-4."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Policy losses: the worked numbers of shared/ALGORITHMS.md section 1 and GSPO, and gradients."""
+"""Policy losses: the worked numbers of docs/algorithms.md section 1 and GSPO, and gradients."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""DAPO dynamic sampling and overlong shaping, MT-GRPO task weights and sampler (ALGORITHMS.md)."""
+"""DAPO dynamic sampling and overlong shaping, MT-GRPO task weights and sampler (docs/algorithms.md)."""
 
 import numpy as np
 import pytest
