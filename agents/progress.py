@@ -12,6 +12,9 @@
 
 ``TURNGYM_PROGRESS=lines`` forces plain lines on a terminal too, ``TURNGYM_PROGRESS=off``
 silences progress (``bar`` forces the bar).
+
+:func:`quiet_library_bars` turns off the Hugging Face libraries' own bars (loading weights,
+converting a GGUF file, writing shards) in the same places; long commands call it first.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["Progress", "format_seconds"]
+__all__ = ["Progress", "format_seconds", "progress_mode", "quiet_library_bars"]
 
 
 def format_seconds(seconds: float) -> str:
@@ -33,6 +36,28 @@ def format_seconds(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def progress_mode(file: IO[str] | None = None) -> str:
+    """``bar``, ``lines`` or ``off`` for output to ``file`` (default stderr); see the module doc."""
+    file = file if file is not None else sys.stderr
+    return os.environ.get("TURNGYM_PROGRESS") or ("bar" if _is_terminal(file) else "lines")
+
+
+def quiet_library_bars(file: IO[str] | None = None) -> None:
+    """Unless ``file`` (default stderr) gets live bars, silence the Hugging Face libraries' tqdm
+    bars, which would write carriage-return frames into a log."""
+    if progress_mode(file) == "bar":
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when the libraries load
+    if "transformers" in sys.modules:  # already loaded: tell them directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
 
 
 class Progress:
@@ -56,7 +81,7 @@ class Progress:
         self.file = file if file is not None else sys.stderr
         self.interval_s, self.leave, self._clock = interval_s, leave, clock
         self.postfix: dict[str, Any] = {}
-        mode = mode or os.environ.get("TURNGYM_PROGRESS") or ("bar" if _is_terminal(self.file) else "lines")
+        mode = mode or progress_mode(self.file)
         self.mode = "off" if disable else mode
         self._start = self._last_line = clock()
         self._first = initial  # units done before this display started (a resumed run)

@@ -59,9 +59,10 @@ def _print_results(results: EvalResults) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from turngym.agents.evaluation.policies import runner_for_spec
     from turngym.agents.evaluation.runner import EvalConfig, evaluate
-    from turngym.agents.progress import Progress
+    from turngym.agents.progress import Progress, quiet_library_bars
     from turngym.agents.rollout import RolloutConfig
 
+    quiet_library_bars()  # before a model loads: its loading bars would go into a log as frames
     if args.torch_threads:
         import torch
 

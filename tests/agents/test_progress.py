@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
@@ -85,3 +86,19 @@ def test_eval_to_a_file_writes_plain_lines(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 0 and "\r" not in err
     assert err.splitlines()[-1].startswith("episodes: 3/3 ep (100%), ")
+
+
+def test_library_bars_are_silenced_only_off_a_terminal(monkeypatch):
+    import importlib
+
+    from turngym.agents.progress import quiet_library_bars
+
+    monkeypatch.delenv("TURNGYM_PROGRESS", raising=False)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    hf_logging = importlib.import_module("transformers.utils.logging")
+    monkeypatch.setattr(hf_logging, "_tqdm_active", True)
+    quiet_library_bars(Terminal())
+    assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ and hf_logging.is_progress_bar_enabled()
+    quiet_library_bars(io.StringIO())
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    assert not hf_logging.is_progress_bar_enabled()
