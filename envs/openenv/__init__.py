@@ -13,9 +13,9 @@ The wire format of a served turngym environment (what a foreign client sees):
 - action: ``{"message": str}`` — the model's raw reply.
 - observation fields: ``text`` (the observation), ``task_id``, ``action_valid``,
   ``tool_calls``, ``anchor``, ``stratum``, ``success``, ``terminated``, ``truncated``,
-  ``info`` (the other info keys), and on reset ``instructions`` and ``tools`` (the system
-  prompt and tool schemas an agent needs); the protocol's own ``reward`` and ``done``
-  (``terminated or truncated``).
+  ``info`` (the other info keys), and on reset ``instructions``, ``tools`` and
+  ``example_actions`` (the system prompt and tool schemas an agent needs, a few well-formed
+  replies); the protocol's own ``reward`` and ``done`` (``terminated or truncated``).
 - reset parameters: ``seed``, ``task_id`` (a task of the served suite), ``episode_id``.
 """
 

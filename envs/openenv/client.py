@@ -6,8 +6,9 @@ built-in environment: text in, text out, the server's reward.
 
 - **A turngym server** (``turngym serve-env``): everything travels as served — observation
   text, ``info`` (task id, action validity, tool calls, anchor, stratum, success), terminated
-  vs truncated, instructions and tool schemas — and the tasks are the served suite's (ids and
-  splits from ``/turngym/suite``; prompts and answers stay on the server).
+  vs truncated, instructions, tool schemas and example replies — and the tasks are the
+  served suite's (ids and splits from ``/turngym/suite``; prompts and answers stay on the
+  server).
 - **Any other OpenEnv server**: the action is ``{action_field: reply}`` (by default the
   action schema's ``message`` field, or its only string field); the observation text is
   ``text_field`` (by default the observation schema's only string field, else the whole
@@ -151,6 +152,11 @@ class OpenEnvEnv(TurnEnv):
         self._seed: int | None = None
         self._state_anchor = not self.remote.turngym
         self._remote_truncated = False
+        self._examples: list[str] = []
+
+    def example_actions(self) -> list[str]:
+        """A turngym server's example replies (known after the first reset)."""
+        return list(self._examples)
 
     # -- the session ------------------------------------------------------------------------------
     def _session(self) -> Any:
@@ -184,6 +190,7 @@ class OpenEnvEnv(TurnEnv):
         if self.remote.turngym:
             self.instructions = str(obs.get("instructions", ""))
             self.tools = [SchemaTool(s) for s in obs.get("tools", [])]
+            self._examples = [str(a) for a in obs.get("example_actions", [])]
         self._remote_truncated = False
         text, info = self._read(obs)
         if self._state_anchor:

@@ -77,6 +77,7 @@ class TurnObservation(Observation):
     info: dict[str, Any] = Field(default_factory=dict, description="The environment's other info keys")
     instructions: str = Field("", description="How to act here: the agent's system prompt (reset only)")
     tools: list[dict[str, Any]] = Field(default_factory=list, description="Tool schemas, OpenAI format (reset only)")
+    example_actions: list[str] = Field(default_factory=list, description="A few well-formed replies (reset only)")
 
 
 class TurnState(State):
@@ -130,7 +131,8 @@ class TurnGymEnvironment(Environment[TurnAction, TurnObservation, TurnState]):
                                 task_id=str(info.get("task_id", "")), anchor=plain(info.get("anchor")))
         return self._observation(obs, None, False, False, info,
                                  instructions=getattr(base, "instructions", ""),
-                                 tools=[t.schema() for t in getattr(base, "tools", [])])
+                                 tools=[t.schema() for t in getattr(base, "tools", [])],
+                                 example_actions=list(base.example_actions()) if hasattr(base, "example_actions") else [])
 
     def step(self, action: TurnAction, timeout_s: float | None = None, **kwargs: Any) -> TurnObservation:
         if self.env is None:

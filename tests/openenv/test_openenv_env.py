@@ -27,6 +27,7 @@ def test_a_served_turngym_env_round_trips_exactly_and_passes_the_checker():
             task = {"task": "sokoban-6x6-1-test-0002"}
             assert remote.reset(seed=9, options=task) == local.reset(seed=9, options=task)
             assert remote.unwrapped.instructions == local.unwrapped.instructions
+            assert remote.unwrapped.example_actions() == local.unwrapped.example_actions() != []
             for reply in ["<action>left</action>", "not an action", local.unwrapped.expert_reply()] * 2:
                 got, want = remote.step(reply), local.step(reply)
                 assert got == want and (got[4]["action_valid"] is (reply != "not an action"))

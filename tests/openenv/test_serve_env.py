@@ -201,3 +201,24 @@ def test_shutdown_closes_sessions_still_open(counting):
             assert json.loads(ws.recv(DEADLINE_S))["type"] == "observation"
             assert counting.live() == 1
         assert counting.live() == 0
+
+
+def _running(pattern):
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
+
+
+def test_a_killed_server_leaves_no_sandbox_process(cli_server):
+    """SIGKILL gives the server no chance to clean up; the local sandbox's bubblewrap dies with
+    its parent, taking the agent's program with it. (Its host work folder under /tmp is left;
+    the local backend has no reaper for those yet.)"""
+    marker = f"sleep {os.getpid()}.{int(time.monotonic() * 1000) % 100000}"
+    proc, url = cli_server("turngym/Code-v0", "--env-kwargs", '{"backend": "local", "exec_timeout_s": 120}')
+    with ws_connect(url.replace("http://", "ws://") + "/ws", open_timeout=DEADLINE_S) as ws:
+        ws.send(json.dumps({"type": "reset", "data": {"task_id": "turngym-code/reverse_string"}}))
+        assert json.loads(ws.recv(DEADLINE_S))["type"] == "observation"
+        call = {"name": "python", "arguments": {"code": f"import os; os.execvp('sleep', {marker.split()!r})"}}
+        ws.send(json.dumps({"type": "step", "data": {"message": f"<tool_call>{json.dumps(call)}</tool_call>"}}))
+        assert _poll(lambda: _running(marker)), "the agent's program never started"
+        proc.kill()
+        proc.wait()
+        assert _poll(lambda: not _running(marker), 20.0), "the sandboxed program outlived the killed server"
