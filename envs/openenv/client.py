@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from turngym.envs.core import EnvUnavailable, TurnEnv
+from turngym.envs.core import EnvUnavailable, TurnEnv, canonical_anchor
 from turngym.envs.tasks import Task, TaskSuite
 
 __all__ = ["OpenEnvEnv", "RemoteInfo", "SchemaTool", "make_openenv_env", "remote_info", "seed_suite"]
@@ -218,6 +218,9 @@ class OpenEnvEnv(TurnEnv):
         if self.remote.turngym:
             # None: the served environment's info did not have that key
             info = {k: obs[k] for k in _INFO_FIELDS if obs.get(k) is not None}
+            for key in ("anchor", "stratum"):  # JSON made tuples lists; the contract wants hashables
+                if key in info:
+                    info[key] = canonical_anchor(info[key])
             return str(obs.get("text", "")), {**obs.get("info", {}), **info}
         text = str(obs.get(self.text_field, "")) if self.text_field else json.dumps(obs, sort_keys=True, default=repr)
         rest = {k: v for k, v in obs.items() if k != self.text_field and isinstance(v, (str, int, float, bool, type(None)))}

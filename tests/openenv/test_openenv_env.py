@@ -38,6 +38,22 @@ def test_a_served_turngym_env_round_trips_exactly_and_passes_the_checker():
         assert not failed, failed
 
 
+def test_tuple_anchors_come_back_hashable_and_equal():
+    with running(make_app("turngym/Search-v0", max_sessions=4)) as url:
+        remote, local = turngym.make(f"openenv:{url}"), turngym.make("turngym/Search-v0")
+        try:
+            task = {"task": "2hop__116027_376978"}
+            assert remote.reset(seed=1, options=task) == local.reset(seed=1, options=task)
+            reply = remote.unwrapped.example_actions()[0]
+            got, want = remote.step(reply), local.step(reply)
+            assert got == want and isinstance(got[4]["anchor"], tuple) and got[4]["stratum"] == 1
+        finally:
+            remote.close()
+            local.close()
+        failed = [r for r in check(f"openenv:{url}") if not r.passed]
+        assert not failed, failed
+
+
 def test_the_servers_turn_budget_arrives_as_truncation(counting):
     with running(make_app("test/Counting-v0", {"max_turns": 2})) as url:
         env = turngym.make(f"openenv:{url}")
