@@ -8,16 +8,25 @@ package, so their splits and ids never change under a user's feet.
 
 Suites are registered by name (``register_suite``) with a lazy loader and listed by
 ``turngym suites``.
+
+A suite whose tasks come from a generator (grid puzzles) also carries that generator
+(``TaskSuite.generator``: an integer seed -> a :class:`Task`). Training then draws from a
+:class:`TaskStream` instead of the frozen train split: an unbounded, reproducible sequence of
+generated tasks, indexed by a data cursor, from which every task whose content equals a
+held-out task (:func:`content_hash`) is excluded, so a policy can neither memorise its training
+set nor train on a test task.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
@@ -28,6 +37,8 @@ __all__ = [
     "load_suite",
     "suite_names",
     "suite_description",
+    "content_hash",
+    "TaskStream",
 ]
 
 
@@ -52,11 +63,26 @@ class Task(BaseModel):
     """Which split the task belongs to: usually ``train`` or ``test``."""
 
 
-class TaskSuite:
-    """A named collection of tasks with frozen splits."""
+BOOKKEEPING_KEYS = frozenset({"seed"})
+"""Metadata keys that record how a task was made, not what it is (left out of its content)."""
 
-    def __init__(self, name: str, tasks: Iterable[Task]) -> None:
+
+def content_hash(task: Task) -> str:
+    """What a task *is*, as a hash: its prompt and metadata, without its id, split, reference
+    answer (one puzzle can have several equally good solutions) and bookkeeping keys (the
+    generator seed). Two tasks with the same hash are the same puzzle."""
+    meta = {k: v for k, v in task.metadata.items() if k not in BOOKKEEPING_KEYS}
+    blob = json.dumps([task.prompt, meta], sort_keys=True, default=repr)
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class TaskSuite:
+    """A named collection of tasks with frozen splits, and optionally the generator they came
+    from (``generator(seed) -> Task``), which makes fresh training tasks on demand."""
+
+    def __init__(self, name: str, tasks: Iterable[Task], generator: Callable[[int], Task] | None = None) -> None:
         self.name = name
+        self.generator = generator
         self.tasks: list[Task] = list(tasks)
         self._by_id: dict[str, Task] = {}
         for task in self.tasks:
@@ -149,6 +175,40 @@ class TaskSuite:
 
     def __repr__(self) -> str:
         return f"TaskSuite({self.name!r}, {self.splits()})"
+
+
+class TaskStream:
+    """An unbounded, reproducible stream of generated training tasks.
+
+    ``task(i)`` is a pure function of ``(seed, i)``: the generator is called with seeds drawn
+    from ``numpy.random.SeedSequence([seed, i, attempt])``, and a draw whose content equals a
+    task of an excluded split (the held-out one) is skipped for the next attempt. So position
+    ``i`` names the same task in every run with this seed, and a resumed run that continues
+    from its data cursor continues the stream exactly. ``salt`` gives independent streams over
+    the same suite (the warm start's demonstrations vs the RL tasks).
+    """
+
+    def __init__(self, suite: TaskSuite, seed: int, exclude: Iterable[Task] = (), salt: int = 0,
+                 max_attempts: int = 1000) -> None:
+        if suite.generator is None:
+            raise SuiteError(f"suite {suite.name!r} has no generator: train on its frozen split instead")
+        self.suite, self.seed, self.salt, self.max_attempts = suite, int(seed), int(salt), max_attempts
+        self.generator = suite.generator
+        self.excluded = frozenset(content_hash(t) for t in exclude)
+
+    def task(self, index: int) -> Task:
+        for attempt in range(self.max_attempts):
+            entropy = [self.salt, self.seed % 2**63, int(index), attempt]
+            gen_seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] % 2**62)
+            task = self.generator(gen_seed)
+            if content_hash(task) not in self.excluded:
+                tag = f"s{self.seed}" + (f"x{self.salt}" if self.salt else "")
+                return task.model_copy(update={"id": f"{self.suite.name}-gen-{tag}-{index:07d}", "split": "generated"})
+        raise SuiteError(f"suite {self.suite.name!r}: {self.max_attempts} generated tasks in a row equal held-out "
+                         "tasks; the generator's task space is too small for a training stream")
+
+    def tasks(self, start: int, count: int) -> list[Task]:
+        return [self.task(i) for i in range(start, start + count)]
 
 
 # -- the suite registry ------------------------------------------------------------------

@@ -43,8 +43,13 @@ class EnvConfig(BaseModel):
     """A registered environment id (``turngym envs``)."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Constructor arguments of the environment (passed to ``turngym.make``)."""
+    train_tasks: Literal["auto", "generated", "split"] = "auto"
+    """Where training tasks come from: ``generated`` draws fresh tasks from the suite's generator
+    (an unbounded stream, reproducible from ``run.seed`` and the data cursor, never equal to a
+    held-out task), ``split`` walks the frozen ``train_split``; ``auto`` is ``generated`` when
+    the suite has a generator (grid puzzles) and ``split`` otherwise."""
     train_split: str = "train"
-    """Split the training tasks come from."""
+    """The frozen split training tasks come from when they are not generated."""
     eval_split: str = "test"
     """Held-out split of the periodic evaluation."""
 
@@ -200,13 +205,17 @@ class SFTConfig(BaseModel):
     episodes: int = Field(200, ge=1)
     """Expert episodes to record (over the train split)."""
     epochs: int = Field(3, ge=1)
-    """Passes over the demonstrations."""
+    """Passes over the demonstrations (when ``steps`` is not set)."""
+    steps: int | None = Field(None, ge=1)
+    """Optimizer steps of the warm start, cycling over the demonstrations (None: ``epochs``
+    passes). Sizing the warm start by steps makes a seed fix the whole run."""
     lr: float = 1e-3
     """AdamW learning rate of the warm start."""
     batch_rows: int = Field(64, ge=1)
     """Demonstration turns per optimizer step."""
     max_seconds: float | None = None
-    """Stop the warm start after this long (a budget, for the main job)."""
+    """A safety limit: stop the warm start after this long, with a warning (the run then depends
+    on the machine's speed, not only on its seed). None: no limit."""
 
 
 class TrainConfig(BaseModel):

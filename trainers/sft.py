@@ -9,6 +9,7 @@ pipelines start RL from a model that already acts sensibly (docs/design.md, "Evi
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,9 +20,12 @@ from tqdm.auto import tqdm
 
 from turngym.agents.agent import Agent, AgentConfig, EpisodeMemory, Exchange
 from turngym.agents.rollout import derive_seed
+from turngym.envs.tasks import Task
 from turngym.trainers.rows import Row, collate, micro_batches, token_logprobs
 
 __all__ = ["NoExpertError", "collect_demonstrations", "sft"]
+
+log = logging.getLogger(__name__)
 
 
 class NoExpertError(ValueError):
@@ -30,14 +34,15 @@ class NoExpertError(ValueError):
 
 def collect_demonstrations(
     env_id: str,
-    task_ids: Sequence[str],
+    tasks: Sequence[str | Task],
     tokenizer: Any,
     agent_config: AgentConfig,
     env_kwargs: dict[str, Any] | None = None,
     seed: int = 0,
     max_turns: int = 100,
 ) -> list[Row]:
-    """One row per expert turn over the given tasks (prompt ids as the agent builds them)."""
+    """One row per expert turn over the given tasks (ids or Task objects; prompt ids as the
+    agent builds them)."""
     from turngym.envs import make
 
     env = make(env_id, **(env_kwargs or {}))
@@ -47,8 +52,9 @@ def collect_demonstrations(
     eos = tokenizer.eos_token_id
     rows: list[Row] = []
     try:
-        for task_id in task_ids:
-            obs, info = env.reset(seed=derive_seed(seed, "sft", task_id), options={"task": task_id})
+        for task in tasks:
+            task_id = task.id if isinstance(task, Task) else task
+            obs, info = env.reset(seed=derive_seed(seed, "sft", task_id), options={"task": task})
             memory = EpisodeMemory(instructions=getattr(base, "instructions", ""), tools=tools, task=obs)
             for _ in range(max_turns):
                 reply = base.expert_reply()
@@ -79,47 +85,59 @@ def sft(
     seed: int = 0,
     max_seconds: float | None = None,
     progress: bool = True,
+    steps: int | None = None,
 ) -> dict[str, float]:
-    """Cross-entropy on the response tokens of ``rows``; returns the last epoch's mean loss."""
+    """Cross-entropy on the response tokens of ``rows``: ``steps`` optimizer steps of
+    ``batch_rows`` rows (default: ``epochs`` passes), each pass over a fresh seeded permutation.
+    Returns the mean loss of the last pass (or of the steps since the last pass began).
+
+    ``max_seconds`` is a safety limit only: hitting it logs a warning, since the warm start then
+    depends on the machine's speed and two identical commands would train different models.
+    """
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
+    per_pass = max(1, -(-len(rows) // batch_rows))
+    total_steps = steps if steps is not None else epochs * per_pass
     model.train()
     losses: list[float] = []
-    steps_done = 0
-    total_steps = epochs * max(1, -(-len(rows) // batch_rows))
+    order = np.zeros(0, dtype=int)
     bar = tqdm(total=total_steps, desc="sft", unit="step", disable=None if progress else True)  # None: off when not a terminal
-    stopped = False
-    for _epoch in range(epochs):
-        losses = []
-        order = rng.permutation(len(rows))
-        for first in range(0, len(rows), batch_rows):
-            batch_idx = order[first : first + batch_rows]
-            batch_rows_ = [rows[i] for i in batch_idx]
-            tokens = sum(len(r.response_ids) for r in batch_rows_)
-            optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for idx in micro_batches([len(r) for r in batch_rows_], micro_batch_tokens):
-                batch = collate([batch_rows_[i] for i in idx], pad, device)
-                logp, _ = token_logprobs(model, batch)
-                loss = -(logp * batch["response_mask"]).sum() / tokens
-                loss.backward()
-                total += loss.item()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            losses.append(total)
-            steps_done += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{total:.3f}")
-            if max_seconds is not None and time.perf_counter() - start > max_seconds:
-                stopped = True
-                break
-        if stopped:
+    steps_done = 0
+    while steps_done < total_steps:
+        first = (steps_done % per_pass) * batch_rows
+        if first == 0:  # a new pass over the demonstrations
+            order, losses = rng.permutation(len(rows)), []
+        batch = [rows[i] for i in order[first : first + batch_rows]]
+        losses.append(_sft_step(model, optimizer, params, batch, pad, micro_batch_tokens, device))
+        steps_done += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if max_seconds is not None and time.perf_counter() - start > max_seconds and steps_done < total_steps:
+            log.warning("warm start stopped by sft.max_seconds=%s after %d of %d steps: this run now depends on "
+                        "the machine's speed, not only on its seed", max_seconds, steps_done, total_steps)
             break
     bar.close()
     model.eval()
     return {"sft/loss": float(np.mean(losses)) if losses else float("nan"), "sft/steps": steps_done,
             "sft/seconds": time.perf_counter() - start, "sft/rows": len(rows)}
+
+
+def _sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
+              rows: list[Row], pad: int, micro_batch_tokens: int, device: torch.device) -> float:
+    """One optimizer step of token-mean cross-entropy over ``rows`` (micro-batched)."""
+    tokens = sum(len(r.response_ids) for r in rows)
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for idx in micro_batches([len(r) for r in rows], micro_batch_tokens):
+        batch = collate([rows[i] for i in idx], pad, device)
+        logp, _ = token_logprobs(model, batch)
+        loss = -(logp * batch["response_mask"]).sum() / tokens
+        loss.backward()
+        total += loss.item()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return total

@@ -51,7 +51,9 @@ from turngym.trainers.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from turngym.envs.tasks import Task
 from turngym.trainers.config import TrainConfig
+from turngym.trainers.data import TrainingTasks
 from turngym.trainers.distributed import (
     AccelerateGroup,
     Distributed,
@@ -59,6 +61,7 @@ from turngym.trainers.distributed import (
     generation_context,
 )
 from turngym.trainers.estimators import estimate
+from turngym.trainers.generalization import memorisation_warning, window_mean
 from turngym.trainers.losses import logprob_mismatch, policy_loss
 from turngym.trainers.metrics import MetricsLogger, plot_metrics, read_metrics
 from turngym.trainers.multitask import TaskBalancer, task_families
@@ -219,6 +222,12 @@ def ppo_update(
     return {f"train/{k}": float(np.mean(v)) for k, v in metrics.items()}
 
 
+def _success(key: str, evaluation: dict[str, float]) -> dict[str, Any]:
+    """An evaluation's held-out success and its 95% interval, as the run's summary keeps them."""
+    return {key: evaluation["eval/success_rate"],
+            f"{key}_ci": [evaluation["eval/success_ci_low"], evaluation["eval/success_ci_high"]]}
+
+
 class Trainer:
     """Runs a :class:`~turngym.trainers.config.TrainConfig`; see the module docstring."""
 
@@ -282,17 +291,24 @@ class Trainer:
         # policy.backend: hf shares the model's weights; vllm is an engine synced after each update
         self.policy = build_policy(cfg, self.model, tokenizer, self.dist.world_size)
         probe = make(cfg.env.id, **cfg.env.kwargs)
-        train_split = probe.unwrapped.suite.split(cfg.env.train_split)
+        suite = probe.unwrapped.suite
         probe.close()
-        self.train_tasks = [t.id for t in train_split]
+        source = cfg.env.train_tasks
+        if cfg.multitask.key and source == "auto":
+            source = "split"  # MT-GRPO's families are the frozen split's metadata values
+        self.tasks = TrainingTasks(suite, source, cfg.env.train_split, cfg.run.seed)
+        log.info("training on %s", self.tasks.describe())
         self.balancer: TaskBalancer | None = None
         if cfg.multitask.key:
+            if self.tasks.generated:
+                raise ValueError("multitask.key (MT-GRPO) balances the families of a frozen split: "
+                                 "set env.train_tasks=split")
             if cfg.run.async_rollouts:
                 raise ValueError("multitask.key (MT-GRPO) and run.async_rollouts cannot be combined yet")
             if self.dist.world_size > 1:
                 raise ValueError("multitask.key (MT-GRPO) runs in one training process; unset it for a multi-process launch")
             mt = cfg.multitask
-            self.balancer = TaskBalancer(task_families(train_split, mt.key), seed=cfg.run.seed, lam=mt.lam,
+            self.balancer = TaskBalancer(task_families(self.tasks.split, mt.key), seed=cfg.run.seed, lam=mt.lam,
                                          beta=mt.beta, cap=mt.cap, momentum=mt.momentum)
         if cfg.run.overlong_cache_tokens > cfg.rollout.max_tokens:
             raise ValueError(f"run.overlong_cache_tokens={cfg.run.overlong_cache_tokens} exceeds "
@@ -332,14 +348,10 @@ class Trainer:
                                     config=cfg.model_dump(mode="json")) if self.dist.is_main else None
 
     # -- data -----------------------------------------------------------------------------------
-    def next_tasks(self, n: int) -> list[str]:
-        """The next ``n`` train tasks: epoch e walks a permutation seeded by (seed, e)."""
-        out = []
-        for _ in range(n):
-            epoch, pos = divmod(self.cursor, len(self.train_tasks))
-            order = np.random.default_rng([self.config.run.seed, epoch]).permutation(len(self.train_tasks))
-            out.append(self.train_tasks[order[pos]])
-            self.cursor += 1
+    def next_tasks(self, n: int) -> list[Task]:
+        """The next ``n`` training tasks (``turngym.trainers.data``); advances the data cursor."""
+        out = self.tasks.take(self.cursor, n)
+        self.cursor += n
         return out
 
     # -- one step -----------------------------------------------------------------------------------
@@ -546,19 +558,19 @@ class Trainer:
         if self.dist.world_size > 1:
             raise ValueError("the supervised warm start runs in one process: run `turngym sft` first, "
                              "then train from its output (policy.model=DIR) with sft.enabled=false")
-        rng = np.random.default_rng([cfg.run.seed, 7919])
-        tasks = [self.train_tasks[i] for i in rng.integers(len(self.train_tasks), size=cfg.sft.episodes)]
+        tasks = self.tasks.demonstrations(cfg.sft.episodes)
         agent_cfg = cfg.rollout  # the rollout config carries the agent's memory settings
         rows = collect_demonstrations(cfg.env.id, tasks, self.tokenizer, agent_cfg, cfg.env.kwargs, seed=cfg.run.seed)
         return sft(self.model, self.tokenizer, rows, lr=cfg.sft.lr, epochs=cfg.sft.epochs, batch_rows=cfg.sft.batch_rows,
-                   micro_batch_tokens=cfg.optim.micro_batch_tokens, seed=cfg.run.seed, max_seconds=cfg.sft.max_seconds)
+                   micro_batch_tokens=cfg.optim.micro_batch_tokens, seed=cfg.run.seed, max_seconds=cfg.sft.max_seconds,
+                   steps=cfg.sft.steps)
 
     def train(self) -> dict[str, Any]:
         cfg = self.config
         summary: dict[str, Any] = {}
         if self.step == 0 and not self.resumed:  # a run resumed at step 0 has had its warm start
             before = self.evaluate("before-sft" if cfg.sft.enabled else "step-000000")
-            summary["eval_before"] = before["eval/success_rate"]
+            summary.update(_success("eval_before", before))
             if not cfg.sft.enabled:
                 self._log(0, before)
             else:
@@ -566,7 +578,7 @@ class Trainer:
                 sft_metrics = self.warm_start()
                 after_sft = self.evaluate("step-000000")
                 self._log(0, {**sft_metrics, **after_sft, **{f"pre_sft_{k}": v for k, v in before.items()}})
-                summary["eval_after_sft"] = after_sft["eval/success_rate"]
+                summary.update(_success("eval_after_sft", after_sft))
                 summary.update(sft_metrics)
                 self.save()
         bar = tqdm(total=cfg.run.steps, initial=self.step, desc="train", unit="step",
@@ -578,6 +590,8 @@ class Trainer:
                     metrics.update(self.evaluate())
                     self.save_samples()
                 self._log(self.step, metrics)
+                if "eval/success_rate" in metrics:
+                    self._check_generalization()
                 bar.set_postfix(reward=f"{metrics.get('rollout/reward_mean', 0):.2f}",
                                 success=f"{metrics.get('rollout/success_rate', 0):.2f}")
                 bar.update(1)
@@ -591,7 +605,8 @@ class Trainer:
         final = self.evaluate()
         self.save_samples()
         self._log(self.step, final)
-        summary["eval_after"] = final["eval/success_rate"]
+        summary.update(_success("eval_after", final))
+        summary["generalization_warning"] = self._check_generalization()
         self.save()
         if self.env_pool is not None:
             self.env_pool.close()
@@ -601,6 +616,28 @@ class Trainer:
             summary["plot"] = str(plot_metrics(records, self.run_dir / "curves.png", title=f"{cfg.env.id} · {cfg.estimator.name}"))
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _check_generalization(self) -> str | None:
+        """Log a warning when training-rollout success climbed since step 0 while held-out
+        success did not (``turngym.trainers.generalization``); returns the warning."""
+        if self.logger is None:
+            return None
+        records = read_metrics(self.logger.path)
+        train = [(int(r["step"]), r["rollout/success_rate"]) for r in records if "rollout/success_rate" in r]
+        evals = [r for r in records if "eval/success_rate" in r]
+        if not train or len(evals) < 2:
+            return None
+        window = max(self.config.run.eval_every, 5)
+        now = int(train[-1][0])
+        first = window_mean(train, 1, window)
+        latest = window_mean(train, now - window + 1, now)
+        assert first is not None and latest is not None
+        start, end = evals[0], evals[-1]
+        warning = memorisation_warning(first, latest, start["eval/success_rate"], end["eval/success_rate"],
+                                       end.get("eval/success_ci_high"))
+        if warning:
+            log.warning("step %d: %s", self.step, warning)
+        return warning
 
     def _log(self, step: int, metrics: dict[str, float]) -> None:
         if self.logger is not None:  # rank 0 logs for the whole group

@@ -45,13 +45,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer.dist.close()  # after a failure torchrun tears the group down; a barrier could hang
     if not trainer.dist.is_main:  # under a multi-process launch rank 0 reports for the group
         return 0
-    parts = [f"before {summary['eval_before']:.1%}"] if "eval_before" in summary else []
-    if "eval_after_sft" in summary:
-        parts.append(f"after warm start {summary['eval_after_sft']:.1%}")
-    parts.append(f"after RL {summary['eval_after']:.1%}")
-    print(f"held-out success on {config.env.id} ({config.env.eval_split}): " + " -> ".join(parts))
+    labels = {"eval_before": "before", "eval_after_sft": "after warm start", "eval_after": "after RL"}
+    parts = [f"{label} {_with_ci(summary[key], summary[key + '_ci'])}" for key, label in labels.items() if key in summary]
+    print(f"held-out success on {config.env.id} ({config.env.eval_split}, 95% CI): " + " -> ".join(parts))
+    if summary.get("generalization_warning"):
+        print(f"warning: {summary['generalization_warning']}")
     print(f"run folder: {out}  (curves: {summary['plot']}, metrics: {out / 'metrics.jsonl'})")
     return 0
+
+
+def _with_ci(mean: float, ci: list[float]) -> str:
+    return f"{mean:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]"
 
 
 def cmd_sft(args: argparse.Namespace) -> int:

@@ -6,11 +6,11 @@ from turngym.envs.registration import register
 from turngym.envs.tasks import register_suite
 
 SUITES = {
-    "sokoban-6x6-1": "Sokoban 6x6, 1 box: 200 train / 100 test generated levels",
-    "sokoban-7x7-2": "Sokoban 7x7, 2 boxes: 200 train / 100 test generated levels",
-    "sokoban-8x8-3": "Sokoban 8x8, 3 boxes: 200 train / 100 test generated levels",
-    "frozenlake-4x4": "FrozenLake 4x4: 200 train / 100 test generated maps",
-    "frozenlake-6x6": "FrozenLake 6x6: 200 train / 100 test generated maps",
+    "sokoban-6x6-1": "Sokoban 6x6, 1 box: generated levels (200 frozen train / 500 test; training draws fresh ones)",
+    "sokoban-7x7-2": "Sokoban 7x7, 2 boxes: generated levels (200 frozen train / 500 test; training draws fresh ones)",
+    "sokoban-8x8-3": "Sokoban 8x8, 3 boxes: generated levels (200 frozen train / 500 test; training draws fresh ones)",
+    "frozenlake-4x4": "FrozenLake 4x4: generated maps (200 frozen train / 500 test; training draws fresh ones)",
+    "frozenlake-6x6": "FrozenLake 6x6: generated maps (200 frozen train / 500 test; training draws fresh ones)",
 }
 
 

@@ -3,58 +3,70 @@
 The files are the source of truth (a change to a generator never changes a published task);
 ``python -m turngym.envs.grid.suites`` regenerates them from fixed seeds. Each task carries
 its shortest solution in ``answer`` (the demonstrations ``turngym sft`` learns from).
+
+Every loaded suite also carries its generator (``TaskSuite.generator``, seed -> task, the same
+function that built the files), so training draws fresh levels from an unbounded stream
+(``turngym.envs.tasks.TaskStream``) while the test split stays frozen. The test splits hold 500
+levels: enough that a 10-point change in held-out success lies outside its 95% interval.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from turngym.envs.grid.frozenlake import generate_map
 from turngym.envs.grid.sokoban import generate_level
-from turngym.envs.tasks import Task, TaskSuite
+from turngym.envs.tasks import Task, TaskSuite, content_hash
 
 DATA = Path(__file__).parent / "data"
-SPLITS = {"train": (200, 0), "test": (100, 1_000_000)}  # count, seed offset (disjoint seeds)
+SPLITS = {"train": (200, 0), "test": (500, 1_000_000)}  # count, seed offset (disjoint seeds)
 
 SOKOBAN = {"sokoban-6x6-1": (6, 6, 1), "sokoban-7x7-2": (7, 7, 2), "sokoban-8x8-3": (8, 8, 3)}
 FROZENLAKE = {"frozenlake-4x4": 4, "frozenlake-6x6": 6}
 
 
-def build_sokoban(name: str) -> TaskSuite:
+def sokoban_task(seed: int, name: str) -> Task:
+    """The level generated from ``seed`` for suite ``name`` (id and split set by the caller)."""
     h, w, boxes = SOKOBAN[name]
-    tasks, seen = [], set()
-    for split, (count, offset) in SPLITS.items():
-        seed = offset
-        while sum(t.split == split for t in tasks) < count:
-            level, solution = generate_level(seed, h, w, boxes)
-            board = level.render()
-            if board not in seen:  # no level appears twice, nor in both splits
-                seen.add(board)
-                i = sum(t.split == split for t in tasks)
-                tasks.append(Task(id=f"{name}-{split}-{i:04d}", split=split, answer=solution,
-                                  metadata={"board": board, "seed": seed, "optimal_moves": len(solution)}))
-            seed += 1
-    return TaskSuite(name, tasks)
+    level, solution = generate_level(seed, h, w, boxes)
+    return Task(id=f"{name}-seed-{seed}", answer=solution,
+                metadata={"board": level.render(), "seed": seed, "optimal_moves": len(solution)})
 
 
-def build_frozenlake(name: str) -> TaskSuite:
-    size = FROZENLAKE[name]
-    tasks, seen = [], set()
+def frozenlake_task(seed: int, name: str) -> Task:
+    """The map generated from ``seed`` for suite ``name`` (id and split set by the caller)."""
+    rows, path = generate_map(seed, FROZENLAKE[name])
+    return Task(id=f"{name}-seed-{seed}", answer=path, metadata={"map": rows, "seed": seed, "optimal_moves": len(path)})
+
+
+GENERATORS = {**{name: partial(sokoban_task, name=name) for name in SOKOBAN},
+              **{name: partial(frozenlake_task, name=name) for name in FROZENLAKE}}
+
+
+def build_suite(name: str) -> TaskSuite:
+    """The frozen splits: consecutive seeds from each split's offset, no level twice (within a
+    split or across splits)."""
+    generator = GENERATORS[name]
+    tasks: list[Task] = []
+    seen: set[str] = set()
     for split, (count, offset) in SPLITS.items():
-        seed = offset
-        while sum(t.split == split for t in tasks) < count:
-            rows, path = generate_map(seed, size)
-            if tuple(rows) not in seen:
-                seen.add(tuple(rows))
-                i = sum(t.split == split for t in tasks)
-                tasks.append(Task(id=f"{name}-{split}-{i:04d}", split=split, answer=path,
-                                  metadata={"map": rows, "seed": seed, "optimal_moves": len(path)}))
+        seed, made = offset, 0
+        while made < count:
+            task = generator(seed)
+            key = content_hash(task)
+            if key not in seen:
+                seen.add(key)
+                tasks.append(task.model_copy(update={"id": f"{name}-{split}-{made:04d}", "split": split}))
+                made += 1
             seed += 1
-    return TaskSuite(name, tasks)
+    return TaskSuite(name, tasks, generator=generator)
 
 
 def _load(name: str) -> TaskSuite:
-    return TaskSuite.from_jsonl(DATA / f"{name}.jsonl", name=name)
+    suite = TaskSuite.from_jsonl(DATA / f"{name}.jsonl", name=name)
+    suite.generator = GENERATORS[name]
+    return suite
 
 
 def load_sokoban_6x6_1() -> TaskSuite:
@@ -78,10 +90,8 @@ def load_frozenlake_6x6() -> TaskSuite:
 
 
 def main() -> None:
-    for name in SOKOBAN:
-        build_sokoban(name).to_jsonl(DATA / f"{name}.jsonl")
-    for name in FROZENLAKE:
-        build_frozenlake(name).to_jsonl(DATA / f"{name}.jsonl")
+    for name in GENERATORS:
+        build_suite(name).to_jsonl(DATA / f"{name}.jsonl")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from turngym.envs import SuiteError, Task, TaskSuite, load_suite, register_suite, suite_names
+from turngym.envs.tasks import TaskStream, content_hash
 
 
 def _suite():
@@ -60,7 +61,7 @@ def test_registry_lazy_loader_and_did_you_mean(tmp_path):
 def test_builtin_grid_suites_have_disjoint_frozen_splits():
     for name in ["sokoban-6x6-1", "frozenlake-4x4"]:
         suite = load_suite(name)
-        assert suite.splits() == {"train": 200, "test": 100}
+        assert suite.splits() == {"train": 200, "test": 500}
         train = {json.dumps(t.metadata.get("board") or t.metadata.get("map")) for t in suite.split("train")}
         test = {json.dumps(t.metadata.get("board") or t.metadata.get("map")) for t in suite.split("test")}
         assert not train & test
@@ -77,3 +78,44 @@ def test_from_datasets(tmp_path):
         ds[split].to_json(tmp_path / f"{split}.jsonl")
     suite = TaskSuite.from_datasets("json", data_files={"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "test.jsonl")})
     assert suite.get("b").split == "test" and suite.get("b").metadata == {"extra": 6}
+
+
+@pytest.mark.parametrize("name", ["frozenlake-4x4", "sokoban-6x6-1"])
+def test_generated_training_stream_is_a_function_of_seed_and_cursor(name):
+    suite = load_suite(name)
+    a = TaskStream(suite, seed=3, exclude=suite.split("test"))
+    b = TaskStream(suite, seed=3, exclude=suite.split("test"))
+    first = a.tasks(0, 30)
+    # the same (seed, position) names the same task, whatever was drawn before it
+    assert [t.model_dump() for t in first[17:]] == [t.model_dump() for t in b.tasks(17, 13)]
+    assert len({content_hash(t) for t in first}) > 25  # fresh tasks, not a small cycle
+    other = TaskStream(suite, seed=4, exclude=suite.split("test")).tasks(0, 30)
+    assert {content_hash(t) for t in other} != {content_hash(t) for t in first}
+    assert all(t.split == "generated" and t.answer for t in first)
+
+
+def test_generated_training_tasks_never_equal_a_held_out_task():
+    suite = load_suite("frozenlake-4x4")
+    held_out = suite.split("test")
+    test_hashes = {content_hash(t) for t in held_out}
+    # the generator itself does produce test maps: the seeds the frozen test split came from
+    assert content_hash(suite.generator(held_out[0].metadata["seed"])) in test_hashes
+    # a stream whose generator is forced to hit test tasks skips them
+    hits = iter([held_out[0].metadata["seed"], held_out[1].metadata["seed"], 7])
+    rigged = TaskSuite(suite.name, suite.tasks, generator=lambda _seed: suite.generator(next(hits)))
+    task = TaskStream(rigged, seed=0, exclude=held_out).task(0)
+    assert content_hash(task) not in test_hashes and task.metadata["seed"] == 7
+    stream = TaskStream(suite, seed=0, exclude=held_out)
+    assert not {content_hash(t) for t in stream.tasks(0, 2000)} & test_hashes
+
+
+def test_content_hash_ignores_ids_splits_seeds_and_answers():
+    a = Task(id="a", prompt="p", answer=["left"], metadata={"map": ["SFG"], "seed": 1})
+    b = Task(id="b", prompt="p", answer=["right"], metadata={"map": ["SFG"], "seed": 2}, split="test")
+    c = Task(id="a", prompt="p", answer=["left"], metadata={"map": ["SHG"], "seed": 1})
+    assert content_hash(a) == content_hash(b) != content_hash(c)
+
+
+def test_a_suite_without_a_generator_has_no_stream():
+    with pytest.raises(SuiteError, match="no generator"):
+        TaskStream(_suite(), seed=0)

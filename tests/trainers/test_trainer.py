@@ -97,3 +97,31 @@ def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path, train_config):
     Trainer(train_config("taken", run__steps=1)).train()
     with pytest.raises(FileExistsError, match="already holds a run"):
         Trainer(train_config("taken", run__steps=2))
+
+
+def test_two_identical_commands_train_identical_weights(tmp_path, train_config):
+    """A seed fixes the whole run: the warm start is sized in steps, not seconds."""
+    params = []
+    for name in ("one", "two"):
+        cfg = train_config(name, run__steps=2, sft__enabled="true", sft__episodes=20, sft__steps=7)
+        trainer = Trainer(cfg)
+        summary = trainer.train()
+        assert summary["sft/steps"] == 7
+        params.append(_params(trainer.model))
+    assert all(torch.equal(params[0][k], params[1][k]) for k in params[0])
+
+
+def test_training_tasks_are_generated_fresh_and_never_held_out(tmp_path, train_config):
+    from turngym.envs.tasks import content_hash
+
+    trainer = Trainer(train_config("gen", run__steps=0))
+    tasks = trainer.next_tasks(40)
+    assert trainer.tasks.generated and trainer.cursor == 40
+    held_out = {content_hash(t) for t in trainer.tasks.stream.suite.split("test")}
+    frozen_train = {content_hash(t) for t in trainer.tasks.split}
+    hashes = [content_hash(t) for t in tasks]
+    assert not set(hashes) & held_out
+    assert len(set(hashes) - frozen_train) > 20  # beyond the 200 frozen training maps
+    # the frozen split stays available as an option
+    split = Trainer(train_config("split-src", run__steps=0, env__train_tasks="split"))
+    assert {t.id for t in split.next_tasks(200)} == {t.id for t in split.tasks.split}
