@@ -3,12 +3,10 @@ see that a session leaves nothing behind) and servers bound to 127.0.0.1 in this
 
 import threading
 
+import gymnasium as gym
 import pytest
 
-pytest.importorskip("openenv.core", reason="the [openenv] extra (openenv-core) is not installed")
-
-import turngym  # noqa: E402
-from turngym.envs import Task, TaskSuite, TurnEnv  # noqa: E402
+from turngym.envs import Task, TaskSuite, TurnEnv
 
 
 class CountingEnv(TurnEnv):
@@ -45,9 +43,10 @@ class CountingEnv(TurnEnv):
             return cls.made - cls.closed
 
 
-turngym.register("test/Counting-v0", entry_point=CountingEnv, description=CountingEnv.description)
-
-
 @pytest.fixture
 def counting():
-    return CountingEnv
+    """``test/Counting-v0`` registered for one test (then removed: the conformance tests list
+    every registered environment and must not meet this one)."""
+    gym.register("test/Counting-v0", entry_point=CountingEnv, disable_env_checker=True)
+    yield CountingEnv
+    del gym.registry["test/Counting-v0"]

@@ -2,10 +2,15 @@
 environment round-trips exactly (and trains), and a server written only against openenv-core
 works through its schema."""
 
+# ruff: noqa: E402  (openenv-core is imported after the skip that needs it)
+
 import json
 import random
 
 import pytest
+
+pytest.importorskip("openenv.core", reason="needs the [openenv] extra (openenv-core)")
+
 from openenv.core.env_server.http_server import create_fastapi_app
 from openenv.core.env_server.interfaces import Environment
 from openenv.core.env_server.types import Action, Observation, State

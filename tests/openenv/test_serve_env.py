@@ -2,6 +2,8 @@
 episodes of Sokoban, Search and Code, info in the protocol's fields, bounded sessions, and
 nothing left behind by a hung or killed client."""
 
+# ruff: noqa: E402  (openenv-core is imported after the skip that needs it)
+
 import contextlib
 import json
 import os
@@ -13,6 +15,9 @@ import time
 
 import httpx
 import pytest
+
+pytest.importorskip("openenv.core", reason="needs the [openenv] extra (openenv-core)")
+
 from openenv.core import GenericEnvClient
 from websockets.sync.client import connect as ws_connect
 
