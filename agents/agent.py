@@ -220,7 +220,12 @@ class Agent:
                 }
                 for k, (name, args) in enumerate(map(flat_call, ex.structured_calls))
             ]
-        return [assistant, self._answer_message(ex, index, text_mode, after_action=True)]
+        answers = [self._answer_message(ex, index, text_mode, after_action=True)]
+        # every call id needs its own tool message; the environment answered them all at once
+        answers += [{"role": "tool", "tool_call_id": f"call_{index}_{k}",
+                     "content": f"(answered with call_{index}_0 above)"}
+                    for k in range(1, len(assistant.get("tool_calls", [])))]
+        return [assistant, *answers]
 
     def _answer_message(self, ex: Exchange, index: int, text_mode: bool, after_action: bool) -> dict[str, Any]:
         if text_mode and ex.structured_calls and after_action:

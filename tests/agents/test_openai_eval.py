@@ -250,3 +250,16 @@ def test_eval_against_llama_cpp_server_with_the_embedded_gguf(tmp_path, capsys):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_every_structured_call_gets_its_tool_message():
+    from turngym.agents.agent import Agent, EpisodeMemory, Exchange
+
+    calls = [{"type": "function", "function": {"name": "search", "arguments": json.dumps({"query": q})}} for q in "ab"]
+    memory = EpisodeMemory(instructions="Answer.", tools=TOOLS, task="Who?")
+    memory.history.append(Exchange(action="", observation="results for a and b", tool_output=True, structured_calls=calls))
+    messages = Agent(None, native_tools=True).build(memory).messages
+    assert messages[0] == {"role": "system", "content": "Answer."}  # no schemas: they go as tools=
+    assistant, first, second = messages[2:]
+    assert [c["id"] for c in assistant["tool_calls"]] == [first["tool_call_id"], second["tool_call_id"]]
+    assert first["content"] == "results for a and b" and second["role"] == "tool"
