@@ -13,8 +13,13 @@
 - a local directory (``save_pretrained`` output, e.g. a trained checkpoint), or a Hugging Face
   id such as ``HuggingFaceTB/SmolLM2-360M-Instruct`` (downloaded or taken from the HF cache).
 
+A turngym checkpoint's ``model/`` folder (see ``turngym.trainers.checkpoint``) holds a policy
+card, :data:`POLICY_CARD`: such a folder reloads with exactly the chat template and tokenizer
+it trained with (nothing is added to them), and :func:`saved_eval_settings` gives the decoding
+and agent settings of training's own evaluation, which ``turngym eval`` uses unless told otherwise.
+
 Named specs live in the :data:`MODEL_LOADERS` registry; :func:`register_model` adds one.
-Every tokenizer returned has a pad token and a chat template that accepts ``tools=``: models
+Every other tokenizer returned has a pad token and a chat template that accepts ``tools=``: models
 whose own template ignores tools (SmolLM2's) get the same ChatML template extended with a
 Hermes-style ``<tools>`` block in the system message and ``<tool_call>`` rendering of
 assistant tool calls, identical to the original when no tools are given.
@@ -37,13 +42,16 @@ if TYPE_CHECKING:  # heavy imports stay lazy: `turngym --help` must not import t
 
 __all__ = [
     "MODEL_LOADERS",
+    "POLICY_CARD",
     "ModelSpecError",
     "chatml_tool_template",
+    "check_model_spec",
     "ensure_tool_chat_template",
     "load_model",
     "load_policy",
     "parse_spec",
     "register_model",
+    "saved_eval_settings",
     "tiny_tokenizer",
 ]
 
@@ -331,7 +339,35 @@ def load_smollm2(options: dict[str, str]) -> tuple[PreTrainedModel, PreTrainedTo
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
-def _load_pretrained(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+#: The file in a turngym checkpoint's ``model/`` folder that says how the policy was trained
+#: and evaluated (written by ``turngym.trainers.checkpoint``).
+POLICY_CARD = "turngym.json"
+
+
+def _is_turngym_checkpoint(folder: Path) -> bool:
+    """A policy card, or (checkpoints written before cards existed) ``model/`` beside the
+    checkpoint's ``trainer_state.json``."""
+    return (folder / POLICY_CARD).is_file() or (folder.name == "model" and (folder.parent / "trainer_state.json").is_file())
+
+
+def saved_eval_settings(spec: str) -> dict[str, Any]:
+    """The policy card of a turngym checkpoint named by ``spec`` (``{}`` for any other spec):
+    ``rollout`` (the decoding and agent settings of training's evaluation: temperature,
+    max_tokens, stop, memory, max_turns, step_timeout_s, ...), ``seed`` and ``env``."""
+    folder = Path(spec.strip()).expanduser()
+    card = folder / POLICY_CARD
+    if not card.is_file():
+        return {}
+    try:
+        data = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelSpecError(f"{card} is not a readable policy card: {err}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _load_pretrained(name_or_path: str, exact: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """``exact``: the tokenizer as saved (a turngym checkpoint trained with that template; a
+    tool block added now would change every prompt it sees)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -340,7 +376,8 @@ def _load_pretrained(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedToke
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    ensure_tool_chat_template(tokenizer)
+    if not exact:
+        ensure_tool_chat_template(tokenizer)
     return model, tokenizer
 
 
@@ -357,23 +394,36 @@ def _load_tiny_markov(options: dict[str, str]) -> tuple[PreTrainedModel, PreTrai
 register_model("tiny-markov", _load_tiny_markov)
 
 
+def _unknown_model(spec: str) -> ModelSpecError:
+    return ModelSpecError(
+        f"unknown model {spec!r}: use one of {', '.join(sorted(MODEL_LOADERS))}, "
+        "a local model directory or a Hugging Face id like org/name"
+    )
+
+
+def check_model_spec(spec: str) -> None:
+    """Raise :class:`ModelSpecError` unless ``spec`` names a registered model, a folder or a
+    Hugging Face id; loads nothing (whether the id exists is known only when it loads)."""
+    name, _ = parse_spec(spec.strip())
+    if not (name in MODEL_LOADERS or Path(name).expanduser().is_dir() or _HF_ID.match(name)):
+        raise _unknown_model(spec)
+
+
 def load_model(spec: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model and tokenizer a spec names (see the module docstring)."""
     name, options = parse_spec(spec.strip())
     loader = MODEL_LOADERS.get(name)
     if loader is not None:
         return loader(options)
-    if Path(name).expanduser().is_dir():
-        return _load_pretrained(str(Path(name).expanduser()))
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return _load_pretrained(str(folder), exact=_is_turngym_checkpoint(folder))
     if _HF_ID.match(name):
         try:
             return _load_pretrained(name)
         except OSError as err:  # not cached and no hub access, or no such repository
             raise ModelSpecError(f"cannot load Hugging Face model {name!r}: {str(err).splitlines()[0]}") from None
-    raise ModelSpecError(
-        f"unknown model {spec!r}: use one of {', '.join(sorted(MODEL_LOADERS))}, "
-        "a local model directory or a Hugging Face id like org/name"
-    )
+    raise _unknown_model(spec)
 
 
 def load_policy(spec: str, **policy_kwargs: Any) -> HFPolicy:

@@ -317,8 +317,11 @@ def rollout(
 
 
 def rollout_stats(trajectories: Sequence[Trajectory]) -> dict[str, float]:
-    """Counts and rates over a run: episodes by status, turns, success rate (errors excluded)."""
-    counted = [t for t in trajectories if t.status != "error"]
+    """Counts and rates over a run: episodes by status, turns, success rate and mean reward.
+
+    An episode that errored counts as a failure (with the reward it had earned), as in
+    evaluation: leaving it out would report a run whose environment broke as a success."""
+    counted = list(trajectories)
     return {
         "episodes": len(trajectories),
         "ok": sum(t.status == "ok" for t in trajectories),

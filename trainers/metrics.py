@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger", "read_metrics", "plot_metrics"]
+__all__ = ["MetricsLogger", "nothing_trained", "read_metrics", "plot_metrics", "truncate_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +27,30 @@ PLOT_PANELS: list[tuple[str, list[str]]] = [
 
 class MetricsLogger:
     """Writes each step's metrics to ``metrics.jsonl`` (appending, so a resumed run continues
-    the same file) and to TensorBoard / W&B when enabled."""
+    the same file) and to TensorBoard / W&B when enabled.
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, wandb: bool = False, config: dict[str, Any] | None = None):
+    ``resume_step``: the step of the checkpoint a resumed run continues from. What the run
+    logged after it (steps the resumed run is about to log again) is forgotten first: those
+    rows of ``metrics.jsonl`` are dropped, and TensorBoard purges its events from the next step
+    on, so every step is in the logs once."""
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, wandb: bool = False, config: dict[str, Any] | None = None,
+                 resume_step: int | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
         self._tb = None
         self._wandb = None
+        if resume_step is not None:
+            dropped = truncate_metrics(self.path, resume_step)
+            if dropped:
+                log.info("resuming at step %d: %d metric rows logged after it dropped", resume_step, dropped)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+                purge = resume_step + 1 if resume_step is not None else None
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge)
             except ImportError:
                 log.warning("TensorBoard is not installed; metrics go to metrics.jsonl only")
         if wandb:
@@ -68,10 +79,50 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """The rows of ``metrics.jsonl`` (a line a kill cut short is left out)."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return [r for r in rows if isinstance(r, dict) and "step" in r]
+
+
+def truncate_metrics(path: str | Path, step: int) -> int:
+    """Drop the rows of ``metrics.jsonl`` at ``path`` logged after ``step`` (the file is rewritten
+    and renamed into place); returns how many were dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    rows = read_metrics(path)
+    kept = [r for r in rows if r["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp.replace(path)
+    return len(rows) - len(kept)
+
+
+def nothing_trained(records: Iterable[dict[str, float]]) -> str | None:
+    """Why a run's steps updated nothing, or None when at least one step trained on a row.
+
+    Every training episode ending in an environment error, or every group's rewards being
+    equal (so every advantage is zero) for the whole run: either way no gradient ever flowed,
+    and the run must not look like a success."""
+    steps = [r for r in records if "train/rows" in r]
+    if not steps or any(r["train/rows"] > 0 for r in steps):
+        return None
+    episodes = sum(r.get("rollout/episodes", 0) for r in steps)
+    errors = sum(r.get("rollout/error_episodes", 0) for r in steps)
+    if episodes and errors >= episodes:
+        return (f"every one of the {int(episodes)} training episodes ended in an environment error, so no step "
+                "trained on anything (the trajectories in eval/ hold the errors)")
+    return (f"every group of all {len(steps)} steps had equal rewards, so every advantage was zero and no step "
+            "updated the model: make the rewards differ within a group (a larger rollout.group_size, a higher "
+            "rollout.temperature, easier tasks, or a warm start with sft.enabled=true)")
 
 
 def plot_metrics(records: Iterable[dict[str, float]], out: str | Path, title: str = "") -> Path:

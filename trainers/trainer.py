@@ -345,7 +345,8 @@ class Trainer:
             self.trained_cursor = self.cursor
             log.info("resumed from %s at step %d", ckpt, self.step)
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb,
-                                    config=cfg.model_dump(mode="json")) if self.dist.is_main else None
+                                    config=cfg.model_dump(mode="json"),
+                                    resume_step=self.step if ckpt is not None else None) if self.dist.is_main else None
 
     # -- data -----------------------------------------------------------------------------------
     def next_tasks(self, n: int) -> list[Task]:
@@ -542,7 +543,7 @@ class Trainer:
         return save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
                                self._trainer_state(), self.np_rng, self.tokenizer, keep=self.config.run.keep_checkpoints,
                                rank=self.dist.rank, world_size=self.dist.world_size, barrier=self.dist.wait,
-                               model_state=state)
+                               model_state=state, config=self.config)
 
     def _trainer_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"cursor": self.trained_cursor}

@@ -54,13 +54,17 @@ def _print_results(results: EvalResults) -> None:
     if results.overall is not None:
         s = results.overall
         print(f"all environments: pass@1 {s.pass1.mean:.3f} ({level}% CI {s.pass1.low:.3f}-{s.pass1.high:.3f})")
+    short = [k for k in ks if k > results.runs]
+    if short:  # pass@k of k runs out of fewer is undefined; say why it shows as "-"
+        named = ", ".join(f"pass@{k} and pass^{k}" for k in short)
+        print(f"({named} need at least {short[0]} runs per task (--runs {results.runs}): shown as -)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from turngym.agents.evaluation.policies import runner_for_spec
     from turngym.agents.evaluation.runner import EvalConfig, evaluate
     from turngym.agents.progress import Progress, quiet_library_bars
-    from turngym.agents.rollout import RolloutConfig
+    from turngym.agents.evaluation.decoding import eval_settings
 
     quiet_library_bars()  # before a model loads: its loading bars would go into a log as frames
     if args.torch_threads:
@@ -70,16 +74,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     runs, max_tasks = args.runs, args.max_tasks
     if args.episodes is not None:  # shorthand: N episodes = the first N tasks, one run each
         runs, max_tasks = 1, args.episodes
+    window = {"memory": "window", "memory_window": args.memory_window} if args.memory_window is not None else {}
+    settings = eval_settings(args.policy, {
+        "temperature": args.temperature, "max_tokens": args.max_tokens, "stop": args.stop, "max_turns": args.max_turns,
+        "step_timeout_s": args.step_timeout, **window}, args.seed, args.env)
     config = EvalConfig(
         envs=args.env, split=args.suite, policy=args.policy, runs=runs, ks=args.k,
-        max_tasks=max_tasks, seed=args.seed, batch_size=args.batch_size, report=not args.no_report,
+        max_tasks=max_tasks, seed=settings.seed, batch_size=args.batch_size, report=not args.no_report,
     )
     out = Path(args.out or _default_out(args.policy))
-    rollout = RolloutConfig(group_size=1, temperature=args.temperature, max_tokens=args.max_tokens,
-                            stop=args.stop or [], progress=False, max_turns=args.max_turns,
-                            memory="window" if args.memory_window is not None else "full",
-                            memory_window=args.memory_window or 0)
-    runner = runner_for_spec(args.policy, rollout=rollout)
+    runner = runner_for_spec(args.policy, rollout=settings.rollout, env_kwargs=settings.env_kwargs)
     # a bar on a terminal; in a file or a pipe one plain line about every 30 s and one at the end
     with Progress("episodes", unit="ep", file=sys.stderr, disable=args.quiet) as bar:
         try:
@@ -118,13 +122,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: eval/<policy>)")
     p.add_argument("--max-tasks", type=int, metavar="M", help="only the first M tasks of each split")
     p.add_argument("--episodes", type=int, metavar="N", help="shorthand for --max-tasks N --runs 1")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature of model policies (default: 0, greedy)")
-    p.add_argument("--max-tokens", type=int, default=256, help="most new tokens per reply of model policies (default: 256)")
+    # Decoding defaults: a trained checkpoint's own (its evaluations in training), else these.
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature of model policies (default: a checkpoint's, else 0, greedy)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="most new tokens per reply of model policies (default: a checkpoint's, else 256)")
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop string for model policies (repeatable)")
     p.add_argument("--max-turns", type=int, default=None, help="cap on turns per episode, on top of the environment's own")
     p.add_argument("--memory-window", type=int, default=None, metavar="K",
-                   help="show the model the task and only the last K turns (default: the whole history)")
-    p.add_argument("--seed", type=int, default=0, help="base seed for episodes and the bootstrap (default: 0)")
+                   help="show the model the task and only the last K turns (default: a checkpoint's, else the whole history)")
+    p.add_argument("--step-timeout", type=float, default=None, metavar="S",
+                   help="deadline of one environment step in seconds, for every policy; past it the episode is an "
+                        "error (default: a checkpoint's, else 60)")
+    p.add_argument("--seed", type=int, default=None, help="base seed for episodes and the bootstrap (default: a checkpoint's, else 0)")
     p.add_argument("--batch-size", type=int, default=64, help="episodes handed to the policy runner at once (default: 64)")
     p.add_argument("--torch-threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: torch's); 1 is fastest for small models on a busy CPU")

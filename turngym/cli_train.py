@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from turngym.config import ConfigError, dump_config, load_config
@@ -32,10 +33,11 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = _load(args)
+    resume = _preflight(config, args.resume)
     from turngym.trainers.trainer import Trainer
 
     try:
-        trainer = Trainer(config, resume=args.resume)
+        trainer = Trainer(config, resume=resume)
         out = Path(config.run.out_dir)
         if trainer.dist.is_main:
             dump_config(config, out / "config.yaml")
@@ -51,6 +53,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     if summary.get("generalization_warning"):
         print(f"warning: {summary['generalization_warning']}")
     print(f"run folder: {out}  (curves: {summary['plot']}, metrics: {out / 'metrics.jsonl'})")
+    return _trained_on_something(out)
+
+
+def _preflight(config, resume: bool) -> bool:
+    """The whole config checked in seconds before anything heavy (a bad key is one sentence,
+    exit 2, and nothing written), then the run folder made ready; whether to resume."""
+    import os
+
+    from turngym.trainers.checkpoint import prepare_run_dir
+    from turngym.trainers.validate import validate_config
+
+    validate_config(config)
+    resume, note = prepare_run_dir(config.run.out_dir, resume, main=os.environ.get("RANK", "0") == "0")
+    if note:
+        print(f"turngym: {note}", file=sys.stderr)
+    return resume
+
+
+def _trained_on_something(out: Path) -> int:
+    """1 (with the reason) for a run whose every step updated nothing: it must not pass for a result."""
+    from turngym.trainers.metrics import nothing_trained, read_metrics
+
+    reason = nothing_trained(read_metrics(out / "metrics.jsonl"))
+    if reason:
+        print(f"turngym: error: the run trained on nothing: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -60,6 +88,9 @@ def _with_ci(mean: float, ci: list[float]) -> str:
 
 def cmd_sft(args: argparse.Namespace) -> int:
     config = _load(args)
+    from turngym.trainers.validate import validate_config
+
+    validate_config(config)
     from turngym.trainers.trainer import Trainer
 
     try:

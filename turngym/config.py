@@ -59,8 +59,30 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: list[
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of sections")
         data = loaded
+    for item in overrides or []:
+        _check_section_override(model, item)
     apply_overrides(data, overrides or [])
     return model.model_validate(data)
+
+
+def _check_section_override(model: type[BaseModel], item: str) -> None:
+    """An override that replaces a whole section with a value (``run=3``) is named as the
+    culprit here, before a later override into that section (``run.out_dir=...``) trips on it."""
+    key, sep, raw = item.partition("=")
+    node: Any = model
+    for part in key.strip().split("."):
+        field = node.model_fields.get(part) if isinstance(node, type) and issubclass(node, BaseModel) else None
+        node = field.annotation if field is not None else None
+    if not (isinstance(node, type) and issubclass(node, BaseModel)):
+        return
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if sep and not isinstance(value, dict):
+        first = next(iter(node.model_fields), "FIELD")
+        raise ConfigError(f"override {item!r}: {key.strip()} is a section, not a value; set its fields, "
+                          f"e.g. {key.strip()}.{first}=...")
 
 
 def dump_config(config: BaseModel, path: str | Path) -> None:

@@ -56,9 +56,16 @@ def _closing(runner: EpisodeRunner, policy: Any) -> EpisodeRunner:
     return runner
 
 
+def _scripted(name: str, options: dict[str, Any]) -> EpisodeRunner:
+    """``scripted:<name>``, with the deadlines of the ``rollout`` option (as model policies have)."""
+    rollout = options.get("rollout")
+    deadlines = {} if rollout is None else {"step_timeout_s": rollout.step_timeout_s, "reset_timeout_s": rollout.reset_timeout_s}
+    return scripted_runner(name, options.get("env_kwargs"), **deadlines)
+
+
 #: ``factory(rest of the spec, options) -> EpisodeRunner``, by spec scheme.
 RUNNER_SCHEMES: dict[str, Callable[[str, dict[str, Any]], EpisodeRunner]] = {
-    "scripted": lambda name, options: scripted_runner(name, options.get("env_kwargs")),
+    "scripted": _scripted,
     "openai": _openai_runner,
     "vllm": _vllm_runner,
 }

@@ -14,14 +14,18 @@ state) and ``rng`` is seeded per episode. ``scripted:<name>`` specs name them th
 
 :class:`EnvStepRunner` turns an ``ActionFn`` into an
 :data:`~turngym.agents.evaluation.runner.EpisodeRunner`: one episode per work item, in order,
-yielded as soon as it ends. An environment that raises ends its episode with status
-``error`` (counted in the error rate), never the evaluation.
+yielded as soon as it ends. An environment that raises, or whose reset or step misses its
+deadline (``step_timeout_s``, ``reset_timeout_s``: the rollout engine's, so every evaluation
+path has the same), ends its episode with status ``error`` (counted in the error rate), never
+the evaluation.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -105,13 +109,71 @@ def register_scripted(name: str, act: ActionFn) -> None:
     SCRIPTED_POLICIES[name] = act
 
 
-class EnvStepRunner:
-    """An episode runner that asks ``act`` for each reply and steps the environment itself."""
+class _DeadlineCaller:
+    """Runs calls in a daemon worker thread and waits for each at most its deadline.
 
-    def __init__(self, act: ActionFn, env_kwargs: dict[str, Any] | None = None) -> None:
+    A thread cannot be killed, so a call that overruns is abandoned: its worker is told to run
+    ``on_late`` (closing the environment it was stuck in) and exit once the call returns, and a
+    fresh worker takes the next call.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] | None = None
+
+    def call(self, fn: Callable[[], Any], timeout: float, what: str, on_late: Callable[[], None]) -> Any:
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=_work, args=(self._jobs,), name="turngym-eval-env", daemon=True).start()
+        done, box = threading.Event(), {}
+
+        def job() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = err
+            finally:
+                done.set()
+
+        self._jobs.put(job)
+        if not done.wait(timeout):
+            self._jobs.put(on_late)
+            self._jobs.put(None)
+            self._jobs = None
+            raise TimeoutError(f"{what} exceeded its deadline of {timeout:g}s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def close(self) -> None:
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+
+
+def _work(jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+    while (job := jobs.get()) is not None:
+        job()
+
+
+def _close_quietly(env: Any) -> None:
+    try:
+        env.close()
+    except Exception as err:  # an abandoned env: its leak is logged, the evaluation goes on
+        log.warning("closing an environment that missed its deadline failed: %s: %s", type(err).__name__, err)
+
+
+class EnvStepRunner:
+    """An episode runner that asks ``act`` for each reply and steps the environment itself,
+    each reset and step within its deadline (seconds)."""
+
+    def __init__(self, act: ActionFn, env_kwargs: dict[str, Any] | None = None,
+                 step_timeout_s: float = 60.0, reset_timeout_s: float = 300.0) -> None:
         self.act = act
         self.env_kwargs = dict(env_kwargs or {})
+        self.step_timeout_s = step_timeout_s
+        self.reset_timeout_s = reset_timeout_s
         self._envs: dict[str, Any] = {}
+        self._caller = _DeadlineCaller()
 
     def _env(self, env_id: str) -> Any:
         if env_id not in self._envs:
@@ -120,48 +182,65 @@ class EnvStepRunner:
             self._envs[env_id] = turngym.make(env_id, **self.env_kwargs)
         return self._envs[env_id]
 
+    def _within(self, env_id: str, fn: Callable[[], Any], timeout: float, what: str) -> Any:
+        env = self._envs[env_id]
+
+        def abandon() -> None:  # runs in the stuck worker once its call returns
+            _close_quietly(env)
+
+        try:
+            return self._caller.call(fn, timeout, what, abandon)
+        except TimeoutError:
+            del self._envs[env_id]  # the next episode gets a fresh environment
+            raise
+
     def close(self) -> None:
         for env in self._envs.values():
             env.close()
         self._envs.clear()
+        self._caller.close()
 
     def __call__(self, items: Sequence[WorkItem]) -> Iterator[Trajectory]:
         for item in items:
             yield self.run_episode(item)
 
     def run_episode(self, item: WorkItem) -> Trajectory:
-        env = self._env(item.env_id)
-        rng = np.random.default_rng(item.seed)
         traj = Trajectory(traj_id=item.traj_id, group_id=f"{item.env_id}|{item.task_id}", task_id=item.task_id,
                           env_id=item.env_id, seed=item.seed)
         try:
-            obs, info = env.reset(seed=item.seed, options={"task": item.task_id})
-            traj.initial_observation = obs
-            prompt = obs
-            while True:
-                start = time.perf_counter()
-                reply = self.act(env.unwrapped, obs, info, rng)
-                generated = time.perf_counter()
-                anchor = info.get("anchor")
-                obs, reward, terminated, truncated, info = env.step(reply)
-                traj.turns.append(Turn(
-                    step=len(traj.turns), prompt_text=prompt, response_text=reply, observation=obs,
-                    reward=reward, anchor=_json_safe(anchor), stratum=_json_safe(info.get("stratum")),
-                    action_valid=bool(info.get("action_valid", True)), tool_calls=list(info.get("tool_calls", [])),
-                    info=_json_safe({k: v for k, v in info.items() if k not in ("anchor", "stratum", "tool_calls")}),
-                    generate_s=generated - start, env_s=time.perf_counter() - generated,
-                ))
-                prompt = obs
-                if terminated or truncated:
-                    traj.success = bool(info.get("success", False))
-                    traj.status = "truncated" if truncated and not terminated else "ok"
-                    return traj
+            self._play(item, traj)
         except EvalConfigError:
             raise
         except Exception as err:  # the environment failed: an observation about it, not a crash
             log.warning("episode %s failed: %s", item.traj_id, err)
             traj.status, traj.error, traj.success = "error", f"{type(err).__name__}: {err}", False
-            return traj
+        return traj
+
+    def _play(self, item: WorkItem, traj: Trajectory) -> None:
+        env = self._env(item.env_id)
+        rng = np.random.default_rng(item.seed)
+        obs, info = self._within(item.env_id, lambda: env.reset(seed=item.seed, options={"task": item.task_id}),
+                                 self.reset_timeout_s, "reset")
+        traj.initial_observation = prompt = obs
+        while True:
+            start = time.perf_counter()
+            reply = self.act(env.unwrapped, obs, info, rng)
+            generated = time.perf_counter()
+            anchor = info.get("anchor")
+            obs, reward, terminated, truncated, info = self._within(
+                item.env_id, lambda reply=reply: env.step(reply), self.step_timeout_s, "step")
+            traj.turns.append(Turn(
+                step=len(traj.turns), prompt_text=prompt, response_text=reply, observation=obs,
+                reward=reward, anchor=_json_safe(anchor), stratum=_json_safe(info.get("stratum")),
+                action_valid=bool(info.get("action_valid", True)), tool_calls=list(info.get("tool_calls", [])),
+                info=_json_safe({k: v for k, v in info.items() if k not in ("anchor", "stratum", "tool_calls")}),
+                generate_s=generated - start, env_s=time.perf_counter() - generated,
+            ))
+            prompt = obs
+            if terminated or truncated:
+                traj.success = bool(info.get("success", False))
+                traj.status = "truncated" if truncated and not terminated else "ok"
+                return
 
 
 def _json_safe(value: Any) -> Any:
@@ -176,11 +255,12 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
-def scripted_runner(name: str, env_kwargs: dict[str, Any] | None = None) -> EnvStepRunner:
+def scripted_runner(name: str, env_kwargs: dict[str, Any] | None = None, step_timeout_s: float = 60.0,
+                    reset_timeout_s: float = 300.0) -> EnvStepRunner:
     """The runner for ``scripted:<name>``."""
     try:
         act = SCRIPTED_POLICIES[name]
     except KeyError:
         known = ", ".join(f"scripted:{n}" for n in sorted(SCRIPTED_POLICIES))
         raise EvalConfigError(f"no scripted policy named {name!r} (known: {known})") from None
-    return EnvStepRunner(act, env_kwargs)
+    return EnvStepRunner(act, env_kwargs, step_timeout_s=step_timeout_s, reset_timeout_s=reset_timeout_s)

@@ -135,7 +135,8 @@ def test_env_errors_and_deadlines_end_only_their_episode(probe, tokenizer):
     assert "reset raised RuntimeError: reset exploded" == by_task["noreset"].error
     assert all(len(t.turns) == 3 and t.success for t in trajs[:2])  # the healthy ones went on
     stats = rollout_stats(trajs)
-    assert stats["error"] == 6 and stats["ok"] == 2 and stats["success_rate"] == 1.0
+    # errored episodes are failures, as in evaluation (not left out of the rate)
+    assert stats["error"] == 6 and stats["ok"] == 2 and stats["success_rate"] == 2 / 8
     # every environment that was made is closed, the stuck ones once their call returns
     healthy = [e for e in probe.Env.created if e.task is None or e.task.id != "hang"]
     assert all(e.closed.is_set() for e in healthy)

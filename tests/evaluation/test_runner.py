@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -292,3 +293,46 @@ def test_a_corrupt_line_costs_one_episode_not_the_ones_after_it(tmp_path: Path, 
     evaluate(config, runner, out)
     redone = json.loads(broken)
     assert runner.seen == [(redone["env_id"], redone["task_id"], redone["run"])]
+
+
+class HangingEnv(TurnEnv):
+    """Task ``hang``: a step blocks until the test releases it (a backend that stopped answering)."""
+
+    release = threading.Event()
+
+    def __init__(self, **kw):
+        super().__init__(suite=TaskSuite("hang", [Task(id="hang", split="test"), Task(id="fine", split="test")]), split="test", **kw)
+
+    def _reset_task(self, task):
+        return "go", {}
+
+    def _step(self, action: str):
+        if self.task.id == "hang":
+            HangingEnv.release.wait()
+        return "done", 1.0, True, {"success": True}
+
+    def example_actions(self) -> list[str]:
+        return ["go"]
+
+
+def test_scripted_eval_has_the_step_deadline_of_every_evaluation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gym.register("evaltest/Hanging-v0", HangingEnv, disable_env_checker=True)
+    try:
+        code = main(["eval", "--env", "evaltest/Hanging-v0", "--policy", "scripted:random", "--runs", "2",
+                     "--step-timeout", "0.3", "--out", str(tmp_path), "--quiet", "--no-report"])
+    finally:
+        HangingEnv.release.set()  # the abandoned worker returns and closes its environment
+    assert code == 0
+    tasks = {t.task_id: t for t in load_results(tmp_path).envs[0].tasks}
+    assert tasks["hang"].error_rate == 1.0 and tasks["hang"].pass1 == 0.0
+    assert tasks["fine"].pass1 == 1.0  # the next episodes got a fresh environment
+    errors = [t.error for t in read_jsonl(tmp_path / "trajectories.jsonl") if t.status == "error"]
+    assert errors == ["TimeoutError: step exceeded its deadline of 0.3s"] * 2
+
+
+def test_pass_at_k_past_the_runs_is_explained(tmp_path: Path, coin_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--env", coin_id, "--policy", "scripted:random", "--runs", "2", "--k", "1,5",
+                 "--out", str(tmp_path), "--quiet", "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert "pass@5 -" in out
+    assert "pass@5 and pass^5 need at least 5 runs per task (--runs 2)" in out
