@@ -139,8 +139,8 @@ class OpenEnvEnv(TurnEnv):
     ) -> None:
         try:
             import openenv.core  # noqa: F401  (the client below is openenv-core's own)
-        except ImportError:
-            raise EnvUnavailable("OpenEnv servers as environments need openenv-core: pip install 'turngym[openenv]'") from None
+        except ImportError as err:
+            raise EnvUnavailable(f"OpenEnv servers as environments need openenv-core: pip install 'turngym[openenv]' ({err})") from None
         self.url = _http_url(url)
         self.remote = remote_info(self.url, connect_timeout_s)
         super().__init__(suite=suite if suite is not None else (self.remote.suite or seed_suite()), split=split,

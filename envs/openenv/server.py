@@ -44,7 +44,7 @@ try:
     )
     from pydantic import Field
 except ImportError as err:  # the [openenv] extra is optional
-    raise EnvUnavailable("serving over OpenEnv needs openenv-core: pip install 'turngym[openenv]'") from err
+    raise EnvUnavailable(f"serving over OpenEnv needs openenv-core: pip install 'turngym[openenv]' ({err})") from err
 
 __all__ = ["TurnAction", "TurnGymEnvironment", "TurnObservation", "TurnState", "bind", "make_app", "running", "uvicorn_server"]
 

@@ -227,3 +227,36 @@ def test_a_killed_server_leaves_no_sandbox_process(cli_server):
         proc.kill()
         proc.wait()
         assert _poll(lambda: not _running(marker), 20.0), "the sandboxed program outlived the killed server"
+
+
+def _containers_of(pid):
+    import docker
+
+    client = docker.from_env()
+    try:
+        return client.containers.list(all=True, filters={"label": f"turngym.pid={pid}"})
+    finally:
+        client.close()
+
+
+@pytest.mark.docker
+def test_code_in_docker_and_a_stopped_server_leaves_no_container(cli_server):
+    from turngym.sandboxes import SandboxUnavailable, make_sandbox
+
+    try:
+        make_sandbox("docker").close()
+    except SandboxUnavailable as err:
+        pytest.skip(f"Docker sandbox unavailable: {err}")
+    proc, url = cli_server("turngym/Code-v0", "--env-kwargs", '{"grading_pool_size": 1}')
+    with _client(url) as env:
+        env.reset(seed=0, task_id="turngym-code/reverse_string")
+        run = {"name": "python", "arguments": {"code": "print('abc'[::-1])"}}
+        result = env.step({"message": f"<tool_call>{json.dumps(run)}</tool_call>"})
+        assert "cba" in result.observation["text"]
+        wrong = {"name": "submit", "arguments": {"code": "def reverse_string(s):\n    return s\n"}}
+        result = env.step({"message": f"<tool_call>{json.dumps(wrong)}</tool_call>"})
+        assert result.reward == 0.0 and not result.done  # graded in a container of the grading pool
+        assert len(_containers_of(proc.pid)) >= 2  # the episode's sandbox and a grader
+        proc.send_signal(signal.SIGTERM)  # with the session still open
+        assert proc.wait(DEADLINE_S) == -signal.SIGTERM
+    assert _containers_of(proc.pid) == []
