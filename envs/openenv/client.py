@@ -16,7 +16,8 @@ built-in environment: text in, text out, the server's reward.
   seeds: ``seed-0``..``seed-999`` (train) and ``test-seed-0``..``test-seed-99`` (test) reset
   the server with that seed, so a group of episodes of one task starts from the same state.
   ``info["anchor"]`` is the server's ``/state`` less its episode id and step count, when the
-  state holds anything more.
+  state holds anything more. ``info["success"]`` is the observation's ``success`` field when
+  it has one; otherwise, with ``success_reward=R``, a final reward of at least R.
 
 Pass ``suite=`` (a suite name, JSONL path or :class:`TaskSuite`) to choose the tasks
 yourself; their ids are then sent as ``task_id`` with the seed.
@@ -135,6 +136,7 @@ class OpenEnvEnv(TurnEnv):
         text_field: str | None = None,
         connect_timeout_s: float = 10.0,
         message_timeout_s: float = 300.0,
+        success_reward: float | None = None,
         render_mode: str | None = None,
     ) -> None:
         try:
@@ -148,6 +150,7 @@ class OpenEnvEnv(TurnEnv):
         self.action_field = action_field or self.remote.action_field()
         self.text_field = text_field if text_field is not None else self.remote.text_field()
         self.timeouts = (connect_timeout_s, message_timeout_s)
+        self.success_reward = success_reward
         self._client: Any = None
         self._seed: int | None = None
         self._state_anchor = not self.remote.turngym
@@ -204,7 +207,10 @@ class OpenEnvEnv(TurnEnv):
         self._remote_truncated = bool(result.observation.get("truncated")) if self.remote.turngym else False
         if self._state_anchor:
             info["anchor"] = self._anchor()
-        return text, float(result.reward or 0.0), bool(result.done) and not self._remote_truncated, info
+        reward, terminated = float(result.reward or 0.0), bool(result.done) and not self._remote_truncated
+        if terminated and "success" not in info and self.success_reward is not None:
+            info["success"] = reward >= self.success_reward
+        return text, reward, terminated, info
 
     def step(self, action: str):
         obs, reward, terminated, truncated, info = super().step(action)

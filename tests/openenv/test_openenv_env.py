@@ -139,7 +139,7 @@ def foreign_url():
 
 
 def test_a_foreign_server_through_its_schema(foreign_url):
-    env = turngym.make(f"openenv:{foreign_url}")
+    env = turngym.make(f"openenv:{foreign_url}", success_reward=1.0)
     try:
         assert (env.unwrapped.action_field, env.unwrapped.text_field) == ("guess", "feedback")
         assert env.unwrapped.suite.splits() == {"train": 1000, "test": 100}
@@ -152,7 +152,7 @@ def test_a_foreign_server_through_its_schema(foreign_url):
         assert obs in ("higher", "lower") and (reward, terminated, truncated) == (0.0, False, False)
         assert info["openenv"] == {"tries": 1}  # the plain fields besides the text
         obs, reward, terminated, truncated, info = env.step(str(secret))
-        assert (obs, reward, terminated, truncated, info["success"]) == ("right", 1.0, True, False, False)
+        assert (obs, reward, terminated, truncated, info["success"]) == ("right", 1.0, True, False, True)
     finally:
         env.close()
 
