@@ -62,6 +62,10 @@ class ParseResult(BaseModel):
 _DECODER = json.JSONDecoder()
 
 
+class _Refused(json.JSONDecodeError):
+    """JSON refused for its shape (too deep, a number too long), not for its syntax."""
+
+
 def _raw_decode(text: str, start: int = 0) -> tuple[Any, int]:
     """``_DECODER.raw_decode``, with JSON that Python's decoder refuses for its shape rather
     than its syntax — nested deeper than the recursion limit, or an integer longer than
@@ -72,15 +76,55 @@ def _raw_decode(text: str, start: int = 0) -> tuple[Any, int]:
     except json.JSONDecodeError:
         raise
     except RecursionError:
-        raise json.JSONDecodeError("nested too deeply", text, start) from None
+        raise _Refused("the JSON is nested too deeply", text, start) from None
     except ValueError as err:  # int("9" * 5000): the decoder's only non-syntax ValueError
-        raise json.JSONDecodeError(f"unreadable value ({str(err).split(':')[0]})", text, start) from None
+        raise _Refused(f"a value in the JSON cannot be read ({str(err).split(':')[0]})", text, start) from None
+
+
+#: Deepest bracket nesting a tool call's JSON may have (a call needs a handful of levels).
+#: Deeper values would overflow every recursive consumer after the parser (validation,
+#: serialisers: pydantic's stops at a few hundred), and the bare-JSON scan retries decoding
+#: from every opening bracket, each retry descending the whole depth: without the bound a
+#: megabyte of ``[`` takes hours, with it the scan costs at most this many passes.
+MAX_JSON_DEPTH = 100
+_JSON_SYNTAX = re.compile(r'["\\\[\]{}]')
+
+
+def _nested_deeper_than(text: str, limit: int) -> bool:
+    """Whether brackets in ``text`` nest more than ``limit`` deep (inside JSON strings not counted)."""
+    depth = 0
+    in_string = escaped = False
+    for match in _JSON_SYNTAX.finditer(text):
+        ch = match.group()
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and match.end() < len(text):
+                escaped = text[match.end()] in '"\\'
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "}]":
+            depth = max(depth - 1, 0)
+    return False
+
+
+def _decode_call(text: str) -> tuple[Any, int]:
+    """The JSON value a tool call's body starts with, refused when nested past :data:`MAX_JSON_DEPTH`."""
+    if _nested_deeper_than(text, MAX_JSON_DEPTH):
+        raise _Refused(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep", text, 0)
+    return _raw_decode(text)
 
 
 def _loads(text: str) -> Any:
     """``json.loads`` through :func:`_raw_decode`: one whole JSON value (surrounding blanks allowed)."""
     stripped = text.strip()
-    obj, end = _raw_decode(stripped)
+    obj, end = _decode_call(stripped)
     if end != len(stripped):
         raise json.JSONDecodeError("Extra data", stripped, end)
     return obj
@@ -114,6 +158,8 @@ def _add(result: ParseResult, obj: object) -> None:
 
 def _json_error(err: json.JSONDecodeError, text: str, start: int = 0) -> str:
     """The error for JSON that failed to decode; cut-off output gets its own hint."""
+    if isinstance(err, _Refused):
+        return f"invalid tool call: {err.msg}"
     if err.pos >= len(text.rstrip()) or _unclosed(text[start:]):
         return f"invalid tool call: the JSON ends early ({err.msg}); was the reply cut off?"
     return f"invalid tool call: malformed JSON ({err.msg} at character {err.pos})"
@@ -152,7 +198,7 @@ def parse_hermes(text: str) -> ParseResult:
             result.errors.append("invalid tool call: empty <tool_call> tag")
             continue
         try:
-            obj, end = _raw_decode(body)
+            obj, end = _decode_call(body)
         except json.JSONDecodeError as err:
             result.errors.append(_json_error(err, body))
             continue
@@ -195,43 +241,11 @@ def _collect(result: ParseResult, obj: object) -> None:
         _add(result, obj)
 
 
-#: Deepest bracket nesting a bare-JSON reply may have. A tool call needs a handful of levels.
-#: The scan retries decoding from every opening bracket and a retry inside deep nesting
-#: descends the whole depth before it fails, so without a bound a megabyte of ``[`` takes
-#: hours; with it the scan costs at most this many passes over the reply.
-MAX_JSON_DEPTH = 100
-_JSON_SYNTAX = re.compile(r'["\\\[\]{}]')
-
-
-def _nested_deeper_than(text: str, limit: int) -> bool:
-    """Whether brackets in ``text`` nest more than ``limit`` deep (inside JSON strings not counted)."""
-    depth = 0
-    in_string = escaped = False
-    for match in _JSON_SYNTAX.finditer(text):
-        ch = match.group()
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\" and match.end() < len(text):
-                escaped = text[match.end()] in '"\\'
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch in "}]":
-            depth = max(depth - 1, 0)
-    return False
-
-
 def parse_openai_json(text: str) -> ParseResult:
     """Tool calls written as bare JSON objects (or lists of them) anywhere in ``text``."""
     result = ParseResult()
     if _nested_deeper_than(text, MAX_JSON_DEPTH):
-        result.errors.append(f"invalid tool call: brackets nested more than {MAX_JSON_DEPTH} levels deep")
+        result.errors.append(f"invalid tool call: the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
         return result
     pos, n = 0, len(text)
     while pos < n:
@@ -295,7 +309,7 @@ def parse_react(text: str) -> ParseResult:
             result.calls.append(ToolCall(name=name, arguments={}))
             continue
         try:
-            args, end = _raw_decode(body)
+            args, end = _decode_call(body)
         except json.JSONDecodeError as err:
             result.errors.append(_json_error(err, body) if body.lstrip().startswith(("{", "[")) else
                                  f"invalid tool call: the Action Input of {name!r} must be a JSON object")

@@ -120,7 +120,7 @@ def nothing_trained(records: Iterable[dict[str, float]]) -> str | None:
     if episodes and errors >= episodes:
         return (f"every one of the {int(episodes)} training episodes ended in an environment error, so no step "
                 "trained on anything (the trajectories in eval/ hold the errors)")
-    return (f"every group of all {len(steps)} steps had equal rewards, so every advantage was zero and no step "
+    return (f"in all {len(steps)} step(s) every group had equal rewards, so every advantage was zero and no step "
             "updated the model: make the rewards differ within a group (a larger rollout.group_size, a higher "
             "rollout.temperature, easier tasks, or a warm start with sft.enabled=true)")
 

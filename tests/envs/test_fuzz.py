@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from turngym.agents.evaluation.runner import TrajectoryStore
-from turngym.agents.trajectory import Trajectory, Turn, read_jsonl, write_jsonl
+from turngym.agents.env_pool import json_safe
+from turngym.agents.trajectory import Trajectory, Turn, json_line, read_jsonl, write_jsonl
 from turngym.envs import EnvUnavailable, make, registered_envs
 
 ENV_IDS = sorted(registered_envs())
@@ -55,6 +56,7 @@ WRAPPERS = st.sampled_from([
 #: The replies that crashed environments before (issue #16), run on every environment first.
 KNOWN_CRASHES = [
     "<tool_call>" + "[" * 100_000 + "</tool_call>",
+    '<tool_call>{"name": "answer", "arguments": {"text": ' + "[" * 500 + "]" * 500 + "}}</tool_call>",  # decodable, too deep to store
     '<tool_call>{"name": "move", "arguments": {"direction": ' + "9" * 5000 + "}}</tool_call>",
     "Proof. intros.\udcff Qed.",
     "```coq\n" + "x" * 1_000_000 + "\n```",  # within the action space: the env must cope
@@ -94,6 +96,11 @@ def _step_checked(env, reply: str) -> None:
     assert isinstance(info.get("action_valid"), bool)
     if not _is_text(reply, base.action_space.max_length):
         assert info["action_valid"] is False, "a reply that is not text in the action space was accepted"
+    # what the rollout engine records of the step goes through the trajectory writer
+    turn = Turn(step=0, response_text=reply, observation=obs if isinstance(obs, str) else "", reward=reward,
+                action_valid=info["action_valid"], tool_calls=json_safe(list(info.get("tool_calls", []))),
+                info=json_safe({k: v for k, v in info.items() if k != "tool_calls"}))
+    json.loads(json_line(Trajectory(traj_id="t", group_id="g", task_id=info["task_id"], turns=[turn])).encode("utf-8"))
     if terminated or truncated:
         env.reset(seed=0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -263,3 +264,29 @@ def test_register_style_rule_takes_precedence():
         assert detect_style(None, "org/MyModel-7B") == "react"
     finally:
         STYLE_RULES.pop(0)
+
+
+# -- replies that Python's JSON decoder refuses for their shape -------------------------------------
+@pytest.mark.parametrize("style", ["hermes", "openai_json", "react"])
+@pytest.mark.parametrize(("body", "error"), [
+    ("[" * 100_000, "nested more than 100 levels deep"),
+    ('{"a": ' * 150 + "1" + "}" * 150, "nested more than 100 levels deep"),
+    ('{"name": "x", "arguments": {"n": ' + "9" * 5000 + "}}", "a value in the JSON cannot be read"),
+])
+def test_json_too_deep_or_too_long_is_an_error_not_a_crash(style, body, error):
+    text = {"hermes": f"<tool_call>{body}</tool_call>", "openai_json": body,
+            "react": f"Action: x\nAction Input: {body}"}[style]
+    result = parse_tool_calls(text, style)
+    assert result.calls == [] and len(result.errors) == 1 and error in result.errors[0]
+
+
+def test_a_megabyte_of_brackets_is_read_in_linear_time():
+    start = time.perf_counter()
+    assert parse_tool_calls("[" * (1 << 20), "openai_json").errors
+    assert time.perf_counter() - start < 2.0  # a retry per bracket, each descending ~1000 levels: hours
+
+
+def test_arguments_nested_within_the_bound_still_parse():
+    nested = "[" * 50 + "]" * 50
+    result = parse_tool_calls(f'<tool_call>{{"name": "x", "arguments": {{"a": {nested}, "s": "[[[[\\\\\\""}}}}</tool_call>')
+    assert result.ok and result.calls[0].arguments["s"] == '[[[[\\"'

@@ -156,7 +156,7 @@ gym.register("testonly/Flat-v0", _Flat, disable_env_checker=True)  # not listed 
 
 
 @pytest.mark.parametrize(("broken", "reason"), [
-    ("false", "every group of all 2 steps had equal rewards, so every advantage was zero"),
+    ("false", "in all 2 step(s) every group had equal rewards, so every advantage was zero"),
     ("true", "every one of the 16 training episodes ended in an environment error"),
 ])
 def test_a_run_that_trained_on_nothing_fails_with_the_reason(tmp_path, capsys, broken, reason):
