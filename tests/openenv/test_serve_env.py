@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -260,3 +261,36 @@ def test_code_in_docker_and_a_stopped_server_leaves_no_container(cli_server):
         proc.send_signal(signal.SIGTERM)  # with the session still open
         assert proc.wait(DEADLINE_S) == -signal.SIGTERM
     assert _containers_of(proc.pid) == []
+
+
+def _chromium_under(root):
+    """Live (not zombie) Chromium processes descending from process ``root``."""
+    parents, exes, states = {}, {}, {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            exes[int(entry)] = os.path.basename(os.readlink(f"/proc/{entry}/exe"))
+        except OSError:
+            continue
+        parents[int(entry)], states[int(entry)] = int(stat[1]), stat[0]
+    found, stack = set(), [root]
+    while stack:
+        parent = stack.pop()
+        for pid in (p for p, pp in parents.items() if pp == parent):
+            stack.append(pid)
+            if "chrom" in exes.get(pid, "") and states[pid] != "Z":
+                found.add(pid)
+    return found
+
+
+def test_a_served_browser_env_closes_its_browser_at_shutdown():
+    pytest.importorskip("playwright", reason="needs Playwright: pip install 'turngym[gui]'")
+    if not os.path.isfile("/usr/bin/chromium"):
+        pytest.skip("needs Chromium at /usr/bin/chromium")
+    with running(make_app("turngym/WebApps-v0", max_sessions=2)) as url, _client(url) as env:
+        result = env.reset(seed=0)
+        assert result.observation["tools"] and result.observation["task_id"]
+        result = env.step({"message": result.observation["example_actions"][0]})
+        assert result.observation["action_valid"] is True
+        assert _chromium_under(os.getpid()), "the served environment started no browser"
+    assert _poll(lambda: not _chromium_under(os.getpid()), 20.0), "Chromium outlived the server"
