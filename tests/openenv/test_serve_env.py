@@ -1,6 +1,7 @@
 """`turngym serve-env`, driven by openenv-core's own client (code no one here wrote): full
 episodes of Sokoban, Search and Code, info in the protocol's fields, bounded sessions, and
-nothing left behind by a hung or killed client."""
+nothing left behind — by a hung or killed client (no open session, every environment closed),
+nor by a stopped or killed server (no sandboxed process, container or browser)."""
 
 # ruff: noqa: E402  (openenv-core is imported after the skip that needs it)
 
