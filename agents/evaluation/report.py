@@ -180,7 +180,8 @@ def write_report(
     """Write ``report.html`` atomically."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    # a reply can hold lone surrogates (a broken client, an adversary): shown escaped, not a crash
+    with tmp.open("w", encoding="utf-8", errors="backslashreplace") as fh:
         fh.write(render_report(results, trajectories, **kwargs))
         fh.flush()
         os.fsync(fh.fileno())

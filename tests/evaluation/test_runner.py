@@ -336,3 +336,14 @@ def test_pass_at_k_past_the_runs_is_explained(tmp_path: Path, coin_id: str, caps
     out = capsys.readouterr().out
     assert "pass@5 -" in out
     assert "pass@5 and pass^5 need at least 5 runs per task (--runs 2)" in out
+
+
+def test_replies_that_are_not_unicode_text_are_stored_and_reported(tmp_path: Path, coin_id: str) -> None:
+    from turngym.agents.evaluation import register_scripted
+
+    register_scripted("surrogate", lambda env, obs, info, rng: "flip\udcff")
+    results = evaluate(EvalConfig(envs=[coin_id], policy="scripted:surrogate", runs=1), scripted_runner("surrogate"), tmp_path)
+    assert results.envs[0].stats.error_rate == 0.0  # answered as an invalid reply, not an environment error
+    replies = [turn.response_text for t in read_jsonl(tmp_path / "trajectories.jsonl") for turn in t.turns]
+    assert replies and set(replies) == {"flip\udcff"}
+    assert "flip\\udcff" in (tmp_path / "report.html").read_text(encoding="utf-8")
