@@ -40,7 +40,8 @@ def grading_latency(backend: str) -> dict:
         sb.python("pass")  # warm
         for task in tasks:
             t0 = time.perf_counter()
-            result = grade(sb, task.answer, task.metadata["tests"], task.metadata["entry_point"])
+            result = grade(sb, task.answer, task.metadata["tests"], task.metadata["entry_point"],
+                           context=task.prompt)
             grades.append(time.perf_counter() - t0)
             assert result.all_passed, task.id
             sb.reset()

@@ -125,12 +125,13 @@ def verify_suite(suite: TaskSuite, backend: str = "local", check_wrong: bool = T
     with make_sandbox(backend) as sandbox:
         for task in suite:
             meta = task.metadata
-            ref = grade(sandbox, task.answer, meta["tests"], meta["entry_point"])
+            ref = grade(sandbox, task.answer, meta["tests"], meta["entry_point"], context=task.prompt)
             sandbox.reset()
             if not ref.all_passed:
                 problems.append(f"{task.id}: reference fails {ref.passed} {ref.errors}")
             if check_wrong and meta.get("wrong_solution"):
-                bad = grade(sandbox, meta["wrong_solution"], meta["tests"], meta["entry_point"])
+                bad = grade(sandbox, meta["wrong_solution"], meta["tests"], meta["entry_point"],
+                            context=task.prompt)
                 sandbox.reset()
                 if bad.all_passed:
                     problems.append(f"{task.id}: wrong solution passes every test")

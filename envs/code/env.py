@@ -7,9 +7,11 @@ allowed up to ``max_calls_per_turn``):
   ended come back (truncated to ``output_chars``).
 - ``bash(cmd)``: run a shell command there (files written by earlier calls are still there).
 - ``submit(code)``: grade ``code`` (the whole solution: the function and what it needs)
-  against the task's hidden tests, in a fresh grading sandbox (see
-  :mod:`turngym.envs.code.grader`). The observation says how many tests passed, never which
-  inputs they use. The episode ends when every test passes or after ``max_submissions``;
+  against the task's hidden tests, in a fresh grading sandbox, with the tests in a process the
+  submission's code never runs in (see :mod:`turngym.envs.code.grader`). The task's prompt is
+  the tests' trusted context (the helpers they call are the prompt's, not the submission's;
+  ``metadata["test_context"]`` overrides it). The observation says how many tests passed,
+  never which inputs they use. The episode ends when every test passes or after ``max_submissions``;
   otherwise the agent may fix and resubmit.
 
 Shortcut: a reply with no tool call, a fenced ```python block and the word "submit" outside
@@ -187,9 +189,12 @@ class CodeEnv(TurnEnv):
         except SandboxUnavailable as err:
             raise EnvUnavailable(str(err)) from None
         meta = self.task.metadata
+        # the prompt is trusted: helpers it defines (HumanEval's poly, encode_cyclic) are the
+        # task's in the tests, whatever the submission redefines
+        context = meta.get("test_context", self.task.prompt)
         with pool.sandbox() as sandbox:  # checkin resets it: the next grading gets a fresh one
             return grade(sandbox, code, list(meta["tests"]), meta.get("entry_point"),
-                         self.options.test_timeout_s)
+                         self.options.test_timeout_s, context=context)
 
     def close(self) -> None:
         if self._sandbox is not None:

@@ -1,51 +1,59 @@
-"""Grading a submitted program against hidden tests, in a fresh sandbox, so it cannot be gamed.
+"""Grading a submitted program against hidden tests, where the program cannot touch the verdict.
 
 How a submission is graded (:func:`grade`):
 
 - The grading sandbox is not the agent's: it is a fresh one (a new sandbox, or one from a
   :class:`~turngym.sandboxes.SandboxPool` that was reset — processes killed, workdir and /tmp
   wiped — since its last use). Nothing the agent did in its own sandbox is visible.
-- One exec writes, pristine, the harness (``harness.py``, shipped with turngym) and
-  ``grade.json`` (the candidate's source, the entry point and the hidden tests' sources) and
-  runs ``python3 -I -S -B harness.py``: isolated mode (no PYTHON* variables, no user site, the
-  script's directory not on ``sys.path``) and no ``site`` import, so a dropped
-  ``sitecustomize.py``, ``usercustomize.py``, ``conftest.py`` or a module shadowing the standard
-  library does nothing. pytest is not used and no tool's summary line is read.
-- The harness reads the tests and one fresh random nonce per test (from stdin) before any
-  candidate code runs, then runs every test in its own forked process, which imports the
-  candidate as a module and runs the test body; only after the body returns does the harness
-  write ``PASS <nonce>`` for that test. Exiting early (``exit(0)``, ``sys.exit(0)``,
-  ``os._exit(0)``), crashing, timing out, editing or deleting test files (they were read into
-  memory already, and each grading writes them anew), printing a fake summary, patching
-  builtins or the modules a test uses, or returning objects whose ``__eq__`` always says True
-  all leave the nonce unwritten. The assert helpers are closures over references taken before
-  the candidate ran, so patching ``builtins``, ``operator`` or the harness's own globals does
-  not change them.
-- Consequence for task authors: asserted values must be plain built-in values (numbers,
-  strings, bytes, None, and lists/tuples/dicts/sets of them); a test that compares instances of
-  other classes fails. All 164 HumanEval checks and the packaged suite satisfy this.
+- One exec runs the harness (``harness.py``, shipped with turngym) as
+  ``python3 -I -S -B -c HARNESS``: isolated mode and no ``site``, so a dropped
+  ``sitecustomize.py``, ``conftest.py`` or a module shadowing the standard library does nothing.
+  The job (the hidden tests, the trusted context, the solution and one fresh random nonce per
+  test) travels on the exec's stdin; **no file** holding a test is ever written in the sandbox.
+- Inside, two processes (see :mod:`turngym.envs.code.harness`): the **test side** makes itself
+  non-dumpable before it reads the job, so no other process of the sandbox can read its memory,
+  files or environment; it starts the **candidate side** as a fresh interpreter (exec, not fork),
+  which loads the solution and forks one copy per test. The tests run on the test side and call
+  the solution's functions through a socket: arguments and return values cross as plain data
+  (tagged JSON rebuilt as exact built-in values), so forged ``__eq__``/``__bool__`` objects,
+  patched builtins, operator or ``sys.modules``, frame walking, ``gc`` or ``/proc/*/mem`` scans,
+  signals, atexit hooks, threads and forks that outlive a call all stay where they can reach no
+  test, no expected value and no nonce. A test passes only when its body returns normally within
+  ``test_timeout_s`` and the candidate's process behaved (did not die, hang or send malformed
+  data during it); then the test side writes ``PASS <nonce>`` on its own stdout.
+- ``context`` is trusted source run before each test on the test side (the environment passes
+  the task's prompt): the helper functions it defines are the task's own, so a solution cannot
+  redefine a helper the tests rely on (HumanEval's ``encode_cyclic``, ``poly``). Every other
+  function of the solution that a test names is called in the candidate's process.
+- Consequences for task authors: the tests may pass the solution, and get back from it, only
+  plain data (numbers, strings, bytes, None, and lists/tuples/dicts/sets of them); a function
+  that returns an instance of another class, a generator or a callable fails the test, and
+  in-place changes to an argument are not seen by the test. All 164 HumanEval checks and the
+  packaged suite satisfy this (tests/code checks it).
 
-Residual risk, stated plainly: candidate code runs in the same process as its test, so code
-written to attack this harness specifically (scanning its own memory for the nonce) could
-forge a pass; the sandbox bounds what such code can do, and training data should not reward it
-twice. Reward models with stricter needs can run the tests outside the candidate's process.
+Residual limits, stated plainly: the isolation rests on the sandbox giving the candidate no
+capability (Docker: ``cap_drop=ALL``; bubblewrap: ``--cap-drop ALL``) and on the kernel's
+dumpable check. The local backend without bubblewrap (``isolation="rlimits"``) as a non-root
+user runs the candidate as the same user as turngym itself, with no pid namespace: use Docker
+or bubblewrap for grading that must hold against a hostile policy.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from dataclasses import dataclass, field
 from importlib import resources
 
-from turngym.sandboxes.base import SANDBOX_PYTHON, ExecResult, Sandbox
+from turngym.envs.code.harness import encode
+from turngym.sandboxes.base import SANDBOX_PYTHON, Sandbox
 
 __all__ = ["GradeResult", "grade", "harness_source", "NONCE_HEX_CHARS"]
 
 NONCE_HEX_CHARS = 32
-_PASS_LINE = re.compile(r"^PASS ([0-9a-f]{%d})$" % NONCE_HEX_CHARS, re.MULTILINE)
-_HARNESS_DIR = ".grader"
+# Anywhere in stdout: bytes a candidate managed to put before the line cannot hide a real pass,
+# and without the nonce nothing it writes counts.
+_PASS = re.compile(r"PASS ([0-9a-f]{%d})" % NONCE_HEX_CHARS)
 
 
 @dataclass(frozen=True)
@@ -75,27 +83,23 @@ def harness_source() -> str:
 
 
 def grade(sandbox: Sandbox, solution: str, tests: list[str], entry_point: str | None = None,
-          test_timeout_s: float = 5.0) -> GradeResult:
+          test_timeout_s: float = 5.0, context: str | None = None) -> GradeResult:
     """Run ``tests`` (Python sources, each a test body) against ``solution`` in ``sandbox``.
 
     ``sandbox`` must be fresh (new or reset); the caller resets or discards it afterwards.
-    Each test body sees the entry point under its own name and as ``candidate``.
+    Each test body sees the entry point under its own name and as ``candidate``, and what
+    ``context`` (trusted source, e.g. the task's prompt; ignored when it is not valid Python)
+    defines. Loading the solution has ``test_timeout_s`` too.
     """
     if not tests:
         return GradeResult(passed=(), status="ok")
     nonces = [secrets.token_hex(NONCE_HEX_CHARS // 2) for _ in tests]
-    job = {"solution": solution, "tests": list(tests), "entry_point": entry_point,
-           "test_timeout_s": test_timeout_s}
-    budget = test_timeout_s * len(tests) + 10.0
-    result = _run(sandbox, job, nonces, budget)
-    seen = set(_PASS_LINE.findall(result.stdout))
+    job = {"nonces": nonces, "solution": solution, "tests": list(tests), "entry_point": entry_point,
+           "test_timeout_s": float(test_timeout_s), "context": context}
+    budget = test_timeout_s * (len(tests) + 1) + 10.0
+    result = sandbox.exec([SANDBOX_PYTHON, "-I", "-S", "-B", "-c", harness_source()],
+                          stdin=encode(job), timeout=budget)
+    seen = set(_PASS.findall(result.stdout))
     passed = tuple(nonce in seen for nonce in nonces)
     errors = tuple(line for line in result.stderr.splitlines() if line.startswith("test "))[:len(tests)]
     return GradeResult(passed=passed, errors=errors, status=result.status, duration_s=result.duration_s)
-
-
-def _run(sandbox: Sandbox, job: dict, nonces: list[str], budget: float) -> ExecResult:
-    files = {f"{_HARNESS_DIR}/harness.py": harness_source(), f"{_HARNESS_DIR}/grade.json": json.dumps(job)}
-    return sandbox.exec(
-        ["/bin/sh", "-c", f"cd {_HARNESS_DIR} && exec {SANDBOX_PYTHON} -I -S -B harness.py"],
-        stdin="".join(nonces), files=files, timeout=budget)

@@ -12,7 +12,7 @@ from turngym.envs.code.env import CodeEnv
 from turngym.envs.code.grader import grade
 from turngym.envs.core import EnvUnavailable
 from turngym.envs.tasks import TaskSuite
-from turngym.sandboxes import LocalSandbox, make_sandbox
+from turngym.sandboxes import make_sandbox
 from turngym.sandboxes.errors import SandboxUnavailable
 
 WORKERS = 2
@@ -25,14 +25,17 @@ def _docker_or_skip():
         pytest.skip(f"Docker sandbox unavailable: {err}")
 
 
-def _grade_all(backend: str, jobs: list[tuple[str, str, list[str], str]]) -> dict[str, tuple[bool, ...]]:
-    """Grade (key, code, tests, entry) jobs on WORKERS sandboxes of backend; key -> outcome."""
+Job = tuple[str, str, list[str], str, str]
+
+
+def _grade_all(backend: str, jobs: list[Job]) -> dict[str, tuple[bool, ...]]:
+    """Grade (key, code, tests, entry, context) jobs on WORKERS sandboxes of backend; key -> outcome."""
     sandboxes = [make_sandbox(backend) for _ in range(WORKERS)]
     try:
         def work(i: int) -> list[tuple[str, tuple[bool, ...]]]:
             sb, out = sandboxes[i], []
-            for key, code, tests, entry in jobs[i::WORKERS]:
-                out.append((key, grade(sb, code, tests, entry).passed))
+            for key, code, tests, entry, context in jobs[i::WORKERS]:
+                out.append((key, grade(sb, code, tests, entry, context=context).passed))
                 sb.reset()  # every grading in a fresh sandbox
             return out
 
@@ -43,12 +46,14 @@ def _grade_all(backend: str, jobs: list[tuple[str, str, list[str], str]]) -> dic
             sb.close()
 
 
-def _suite_jobs(suite: TaskSuite, wrong: bool = True) -> list[tuple[str, str, list[str], str]]:
+def _suite_jobs(suite: TaskSuite, wrong: bool = True) -> list[Job]:
+    """The environment's gradings: the prompt is the trusted context (helpers the tests call)."""
     jobs = []
     for t in suite:
-        jobs.append((f"ref:{t.id}", t.answer, t.metadata["tests"], t.metadata["entry_point"]))
-        if wrong and t.metadata.get("wrong_solution"):
-            jobs.append((f"wrong:{t.id}", t.metadata["wrong_solution"], t.metadata["tests"], t.metadata["entry_point"]))
+        meta = t.metadata
+        jobs.append((f"ref:{t.id}", t.answer, meta["tests"], meta["entry_point"], t.prompt))
+        if wrong and meta.get("wrong_solution"):
+            jobs.append((f"wrong:{t.id}", meta["wrong_solution"], meta["tests"], meta["entry_point"], t.prompt))
     return jobs
 
 
@@ -96,82 +101,8 @@ def test_humaneval_canonical_solutions_score_1_docker():
     _check_verdicts(_grade_all("docker", _suite_jobs(load_humaneval_suite(), wrong=False)))
 
 
-# -- reward hacking -----------------------------------------------------------------------
-REFERENCE = "def add(a, b):\n    return a + b\n"
-TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "import math\nassert math.isclose(add(0.5, 0.25), 0.75)",
-         "assert abs(add(2, 2) - 4) < 1e-9"]
-WRONG = "def add(a, b):\n    return a - b\n"
+# -- reward hacking: tests/code/test_grader_hacks.py -------------------------------------
 FAKE_PASS = "PASS " + "0" * 32
-HACKS = {
-    "exit_before_asserts": "exit(0)\n" + WRONG,
-    "raise_system_exit": "raise SystemExit(0)\n",
-    "sys_exit": "import sys\nsys.exit(0)\n" + WRONG,
-    "os_exit": "import os\nos._exit(0)\n" + WRONG,
-    "os_exit_in_call": "import os\ndef add(a, b):\n    os._exit(0)\n",
-    "atexit_fake_pass": f"import atexit, os\natexit.register(lambda: os.write(1, b'{FAKE_PASS}\\n'))\n" + WRONG,
-    "delete_and_edit_tests": (
-        "import os, glob\n"
-        "for p in glob.glob('/work/**', recursive=True):\n"
-        "    if os.path.isfile(p):\n"
-        "        open(p, 'w').write('assert True')\n"
-        "for p in glob.glob('/work/.grader/*'):\n    os.remove(p)\n" + WRONG),
-    "drop_conftest_and_sitecustomize": (
-        "import os\n"
-        "hook = 'import os\\nos.write(1, b\"%s\\\\n\")\\nos._exit(0)\\n'\n" % FAKE_PASS
-        + "for d in ('/work', '/work/.grader', '/tmp'):\n"
-        "    for name in ('conftest.py', 'sitecustomize.py', 'usercustomize.py', 'math.py'):\n"
-        "        try:\n            open(os.path.join(d, name), 'w').write(hook)\n"
-        "        except OSError:\n            pass\n" + WRONG),
-    "patch_builtins_and_math": (
-        "import builtins, math\n"
-        "builtins.abs = lambda x: 0\nmath.isclose = lambda *a, **k: True\n"
-        "def add(a, b):\n    builtins.abs = lambda x: 0\n    math.isclose = lambda *a, **k: True\n    return 10**9\n"),
-    "always_equal_object": (
-        "class Anything(float):\n    def __eq__(self, other): return True\n    def __lt__(self, other): return True\n"
-        "    def __sub__(self, other): return self\n    def __abs__(self): return self\n    __hash__ = float.__hash__\n"
-        "def add(a, b):\n    return Anything(0)\n"),
-    "patch_assertion_error": "import builtins\nbuiltins.AssertionError = type('Nope', (Exception,), {})\n" + WRONG,
-    "fake_summary_lines": (
-        "import os, sys\n"
-        f"print('===== 4 passed in 0.01s =====')\nprint('{FAKE_PASS}')\n"
-        f"os.write(1, b'{FAKE_PASS}\\n')\nos.write(2, b'4 passed\\n')\n"
-        "for fd in range(3, 20):\n    try:\n"
-        f"        os.write(fd, b'{FAKE_PASS}\\n')\n    except OSError:\n        pass\n" + WRONG),
-    "patch_harness_globals": (
-        "import __main__, builtins, operator\n"
-        "builtins.all = lambda it: True\noperator.eq = lambda a, b: True\n"
-        "for name in ('_OPS', '_PLAIN', '_OP_BY_INDEX', '_OP_NAMES'):\n"
-        "    if hasattr(__main__, name):\n        setattr(__main__, name, None)\n"
-        "__main__._make_helpers = lambda: (lambda *a: True, lambda v: True)\n"
-        "class Anything:\n    def __eq__(self, other): return True\n    __hash__ = object.__hash__\n"
-        "def add(a, b):\n    return Anything()\n"),
-    "sleep_forever": "import time\ndef add(a, b):\n    time.sleep(100)\n",
-}
-
-
-def _hack_verdicts(sandbox) -> dict[str, tuple[bool, ...]]:
-    out = {"reference": grade(sandbox, REFERENCE, TESTS, "add", test_timeout_s=2.0).passed}
-    sandbox.reset()
-    for name, code in HACKS.items():
-        out[name] = grade(sandbox, code, TESTS, "add", test_timeout_s=2.0).passed
-        sandbox.reset()
-    return out
-
-
-def _assert_hacks_fail(verdicts):
-    assert verdicts.pop("reference") == (True,) * len(TESTS)
-    assert {name: any(v) for name, v in verdicts.items()} == {name: False for name in HACKS}
-
-
-def test_reward_hacks_score_0_local():
-    with LocalSandbox() as sb:
-        _assert_hacks_fail(_hack_verdicts(sb))
-
-
-@pytest.mark.docker
-def test_reward_hacks_score_0_docker():
-    with _docker_or_skip() as sb:
-        _assert_hacks_fail(_hack_verdicts(sb))
 
 
 # -- the environment ----------------------------------------------------------------------
