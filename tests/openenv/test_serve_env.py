@@ -160,21 +160,37 @@ def _sessions(url):
     return httpx.get(f"{url}/turngym/sessions").json()["active"]
 
 
-def test_sessions_are_bounded_and_a_hung_client_is_reaped_by_the_idle_timeout(counting):
-    with running(make_app("test/Counting-v0", max_sessions=2, idle_timeout_s=1.0)) as url:
-        ws_url = url.replace("http://", "ws://") + "/ws"
-        with ws_connect(ws_url, open_timeout=DEADLINE_S) as a, ws_connect(ws_url, open_timeout=DEADLINE_S) as b:
-            for ws in (a, b):  # each resets, then never speaks again (a client that hangs)
-                ws.send(json.dumps({"type": "reset", "data": {"seed": 1}}))
-                assert json.loads(ws.recv(DEADLINE_S))["type"] == "observation"
+def _ws_url(url):
+    return url.replace("http://", "ws://") + "/ws"
+
+
+def _reset_over(ws):
+    ws.send(json.dumps({"type": "reset", "data": {"seed": 1}}))
+    assert json.loads(ws.recv(DEADLINE_S))["type"] == "observation"
+
+
+def test_sessions_are_bounded(counting):
+    with running(make_app("test/Counting-v0", max_sessions=2, idle_timeout_s=None)) as url:
+        with ws_connect(_ws_url(url), open_timeout=DEADLINE_S) as a, ws_connect(_ws_url(url), open_timeout=DEADLINE_S) as b:
+            _reset_over(a)
+            _reset_over(b)
             assert _sessions(url) == 2 and counting.live() == 2
-            with ws_connect(ws_url, open_timeout=DEADLINE_S) as third:  # refused: the server is full
+            with ws_connect(_ws_url(url), open_timeout=DEADLINE_S) as third:  # refused: the server is full
                 assert json.loads(third.recv(DEADLINE_S))["data"]["code"] == "CAPACITY_REACHED"
-            assert _poll(lambda: _sessions(url) == 0), "idle sessions were not reaped"
-            assert _poll(lambda: counting.live() == 0), "a reaped session's environment was not closed"
+        assert _poll(lambda: _sessions(url) == 0 and counting.live() == 0)
         with _client(url) as fresh:  # room again
             assert fresh.reset(seed=0).observation["text"] == "task c-train"
     assert counting.live() == 0
+
+
+def test_a_hung_client_is_reaped_by_the_idle_timeout(counting):
+    with running(make_app("test/Counting-v0", max_sessions=2, idle_timeout_s=1.0)) as url:
+        with ws_connect(_ws_url(url), open_timeout=DEADLINE_S) as hung:
+            _reset_over(hung)  # then it never speaks again, its connection open
+            assert counting.live() == 1
+            # openenv-core's reaper looks every max(timeout / 4, 5) s
+            assert _poll(lambda: _sessions(url) == 0), "the idle session was not reaped"
+            assert _poll(lambda: counting.live() == 0), "the reaped session's environment was not closed"
 
 
 def test_a_killed_client_leaves_nothing_behind(counting):
@@ -203,9 +219,7 @@ def test_a_killed_client_leaves_nothing_behind(counting):
 def test_shutdown_closes_sessions_still_open(counting):
     with contextlib.ExitStack() as outlives_the_server:
         with running(make_app("test/Counting-v0", max_sessions=4, idle_timeout_s=None)) as url:
-            ws = outlives_the_server.enter_context(ws_connect(url.replace("http://", "ws://") + "/ws", open_timeout=DEADLINE_S))
-            ws.send(json.dumps({"type": "reset", "data": {}}))
-            assert json.loads(ws.recv(DEADLINE_S))["type"] == "observation"
+            _reset_over(outlives_the_server.enter_context(ws_connect(_ws_url(url), open_timeout=DEADLINE_S)))
             assert counting.live() == 1
         assert counting.live() == 0
 
