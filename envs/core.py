@@ -11,6 +11,9 @@ Observations and actions
   ``turngym.tools`` parser); a reply that cannot be parsed is answered with an error
   observation and ``info["action_valid"] = False`` — never an exception.
 - Both spaces are :class:`TextSpace`: any Python string up to ``max_length`` characters.
+  ``TurnEnv.step`` holds every environment to them: a reply no environment can read (longer
+  than the action space, or not valid Unicode: a lone surrogate) is answered as invalid
+  without reaching ``_step``, and an observation is cut (head and tail kept) to fit.
 
 ``reset(seed=None, options=None)``
     ``options={"task": Task | task_id}`` picks the task; without it a task of the env's
