@@ -23,10 +23,10 @@ def _episodes(folder):
 
 def test_a_trained_checkpoint_evaluates_as_it_did_in_training(tmp_path, train_config, capsys):
     # sampled evaluation (not greedy) and env kwargs unlike the defaults: each must come from the card
-    cfg = train_config("rt", run__steps=1, run__eval_temperature=0.7, run__eval_runs=2)
+    cfg = train_config("rt", run__steps=2, run__eval_temperature=0.7, run__eval_runs=2)
     Trainer(cfg).train()
     run = tmp_path / "rt"
-    model_dir = run / "checkpoints" / "step-000001" / "model"
+    model_dir = run / "checkpoints" / "step-000002" / "model"
     card = saved_eval_settings(str(model_dir))
     assert card["rollout"]["temperature"] == 0.7 and card["rollout"]["stop"] == ["</action>"]
     assert card["env"]["kwargs"] == {"max_turns": 6, "invalid_penalty": 0.1}
@@ -38,9 +38,9 @@ def test_a_trained_checkpoint_evaluates_as_it_did_in_training(tmp_path, train_co
     out = tmp_path / "cli-eval"
     assert main(["eval", "--env", cfg.env.id, "--policy", str(model_dir), "--runs", "2", "--max-tasks", "4",
                  "--out", str(out), "--quiet", "--no-report"]) == 0
-    inside, outside = _episodes(run / "eval" / "step-000001"), _episodes(out)
+    inside, outside = _episodes(run / "eval" / "step-000002"), _episodes(out)
     assert inside == outside  # the same prompts, and the same sampled replies to them
-    training = json.loads((run / "eval" / "step-000001" / "results.json").read_text())["envs"][0]["stats"]
+    training = json.loads((run / "eval" / "step-000002" / "results.json").read_text())["envs"][0]["stats"]
     cli = json.loads((out / "results.json").read_text())["envs"][0]["stats"]
     assert cli["pass1"]["mean"] == training["pass1"]["mean"] and cli["mean_reward"] == training["mean_reward"]
 
