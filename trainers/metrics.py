@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 #: The curves of the end-of-run plot: (title, metric keys drawn on that panel).
 PLOT_PANELS: list[tuple[str, list[str]]] = [
     ("reward", ["rollout/reward_mean"]),
-    ("success", ["rollout/success_rate", "eval/success_rate"]),
+    ("success: training rollouts vs held-out (95% CI)", ["rollout/success_rate", "eval/success_rate"]),
     ("KL to reference", ["train/kl"]),
     ("entropy", ["train/entropy"]),
     ("clip fraction", ["train/clipfrac"]),
@@ -140,6 +140,11 @@ def plot_metrics(records: Iterable[dict[str, float]], out: str | Path, title: st
             if points:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=key)
+        band = [(r["step"], r["eval/success_ci_low"], r["eval/success_ci_high"]) for r in records
+                if "eval/success_ci_low" in r and "eval/success_rate" in keys]
+        if band:  # held-out success is a sample: show its interval, not only its mean
+            steps, lows, highs = zip(*band)
+            ax.fill_between(steps, lows, highs, alpha=0.2, color="tab:orange")
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from turngym.agents.agent import Agent, AgentConfig, EpisodeMemory, Exchange
+from turngym.agents.progress import Progress
 from turngym.agents.rollout import derive_seed
 from turngym.envs.tasks import Task
 from turngym.trainers.rows import Row, collate, micro_batches, token_logprobs
@@ -105,7 +105,7 @@ def sft(
     model.train()
     losses: list[float] = []
     order = np.zeros(0, dtype=int)
-    bar = tqdm(total=total_steps, desc="sft", unit="step", disable=None if progress else True)  # None: off when not a terminal
+    bar = Progress("warm start", total=total_steps, unit="step", disable=not progress)  # plain lines off a terminal
     steps_done = 0
     while steps_done < total_steps:
         first = (steps_done % per_pass) * batch_rows

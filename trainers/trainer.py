@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from turngym.agents.progress import Progress
 from turngym.agents.rollout import RolloutEngine, rollout_stats
 from turngym.agents.trajectory import Trajectory, write_jsonl
 from turngym.trainers.async_rollout import RolloutPrefetcher, snapshot
@@ -222,6 +222,18 @@ def ppo_update(
     return {f"train/{k}": float(np.mean(v)) for k, v in metrics.items()}
 
 
+def _attach_log_file(path: Path) -> logging.Handler:
+    """Everything turngym logs at INFO and above also goes to the run folder's ``train.log``."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("turngym")
+    root.addHandler(handler)
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
+
+
 def _success(key: str, evaluation: dict[str, float]) -> dict[str, Any]:
     """An evaluation's held-out success and its 95% interval, as the run's summary keeps them."""
     return {key: evaluation["eval/success_rate"],
@@ -344,6 +356,7 @@ class Trainer:
                 self.balancer.load_state_dict(state["multitask"])
             self.trained_cursor = self.cursor
             log.info("resumed from %s at step %d", ckpt, self.step)
+        self._log_file = _attach_log_file(self.run_dir / "train.log") if self.dist.is_main else None
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb,
                                     config=cfg.model_dump(mode="json"),
                                     resume_step=self.step if ckpt is not None else None) if self.dist.is_main else None
@@ -571,6 +584,7 @@ class Trainer:
         summary: dict[str, Any] = {}
         if self.step == 0 and not self.resumed:  # a run resumed at step 0 has had its warm start
             before = self.evaluate("before-sft" if cfg.sft.enabled else "step-000000")
+            self._report("before training", before)
             summary.update(_success("eval_before", before))
             if not cfg.sft.enabled:
                 self._log(0, before)
@@ -578,12 +592,13 @@ class Trainer:
                 # the RL curve starts from the warm start: its evaluation is step 0's `eval/*`
                 sft_metrics = self.warm_start()
                 after_sft = self.evaluate("step-000000")
+                self._report(f"after the warm start ({sft_metrics['sft/steps']:.0f} steps)", after_sft)
                 self._log(0, {**sft_metrics, **after_sft, **{f"pre_sft_{k}": v for k, v in before.items()}})
                 summary.update(_success("eval_after_sft", after_sft))
                 summary.update(sft_metrics)
                 self.save()
-        bar = tqdm(total=cfg.run.steps, initial=self.step, desc="train", unit="step",
-                   disable=None if self.dist.is_main else True)  # None: off when not a terminal
+        # a bar on a terminal, a plain line about every 30 s elsewhere (a log file, CI, nohup)
+        bar = Progress("train", total=cfg.run.steps, unit="step", initial=self.step, disable=not self.dist.is_main)
         try:
             while self.step < cfg.run.steps:
                 metrics = self.train_step()
@@ -592,9 +607,13 @@ class Trainer:
                     self.save_samples()
                 self._log(self.step, metrics)
                 if "eval/success_rate" in metrics:
+                    self._report(f"step {self.step}/{cfg.run.steps}", metrics)
                     self._check_generalization()
-                bar.set_postfix(reward=f"{metrics.get('rollout/reward_mean', 0):.2f}",
-                                success=f"{metrics.get('rollout/success_rate', 0):.2f}")
+                postfix = {"reward": f"{metrics.get('rollout/reward_mean', 0):.2f}",
+                           "train_success": f"{metrics.get('rollout/success_rate', 0):.2f}"}
+                if "eval/success_rate" in metrics:
+                    postfix["held_out"] = f"{metrics['eval/success_rate']:.2f}"
+                bar.set_postfix(**postfix)
                 bar.update(1)
                 if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0:
                     self.save()
@@ -606,17 +625,35 @@ class Trainer:
         final = self.evaluate()
         self.save_samples()
         self._log(self.step, final)
+        self._report(f"after RL (step {self.step})", final)
         summary.update(_success("eval_after", final))
         summary["generalization_warning"] = self._check_generalization()
         self.save()
         if self.env_pool is not None:
             self.env_pool.close()
+        if self._log_file is not None:
+            logging.getLogger("turngym").removeHandler(self._log_file)
+            self._log_file.close()
         if self.logger is not None:
             self.logger.close()
             records = read_metrics(self.logger.path)
             summary["plot"] = str(plot_metrics(records, self.run_dir / "curves.png", title=f"{cfg.env.id} · {cfg.estimator.name}"))
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _report(self, label: str, evaluation: dict[str, float]) -> None:
+        """One line per evaluation, in the terminal and in ``train.log``: held-out success with
+        its interval next to the training rollouts' success since the previous evaluation."""
+        line = (f"{label}: held-out success {evaluation['eval/success_rate']:.1%} "
+                f"[{evaluation['eval/success_ci_low']:.1%}, {evaluation['eval/success_ci_high']:.1%}]")
+        if self.logger is not None and self.step > 0:
+            records = read_metrics(self.logger.path)
+            train = [(int(r["step"]), r["rollout/success_rate"]) for r in records if "rollout/success_rate" in r]
+            window = self.config.run.eval_every or self.step
+            recent = window_mean(train, self.step - window + 1, self.step)
+            if recent is not None:
+                line += f"; training rollouts {recent:.1%} (last {min(window, self.step)} steps)"
+        log.info(line)
 
     def _check_generalization(self) -> str | None:
         """Log a warning when training-rollout success climbed since step 0 while held-out

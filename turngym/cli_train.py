@@ -31,8 +31,21 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (ModelSpecError, SuiteError, UnknownEnvError, EstimatorError, NoExpertError, CheckpointMismatchError)
 
 
+def _console() -> None:
+    """turngym's own INFO lines (evaluations, warnings) on stderr; libraries stay at WARNING;
+    off a terminal the Hugging Face libraries' bars are silenced."""
+    import logging
+
+    from turngym.agents.progress import quiet_library_bars
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("turngym").setLevel(logging.INFO)
+    quiet_library_bars()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = _load(args)
+    _console()
     resume = _preflight(config, args.resume)
     from turngym.trainers.trainer import Trainer
 
@@ -88,6 +101,7 @@ def _with_ci(mean: float, ci: list[float]) -> str:
 
 def cmd_sft(args: argparse.Namespace) -> int:
     config = _load(args)
+    _console()
     from turngym.trainers.validate import validate_config
 
     validate_config(config)
