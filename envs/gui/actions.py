@@ -3,7 +3,8 @@
 Tools (Hermes-style tool calls, ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``):
 
 ==============================  =============================================================
-``click(ref)``                  click the control with that ref
+``click(ref)``                  click the control with that ref (at a point of it that is not
+                                covered by another element, as a user would)
 ``type(ref, text, submit)``     replace the text of a text box (``submit``: press Enter after)
 ``select(ref, option)``         choose an option of a drop-down by its label (or value)
 ``press(key)``                  press a key on the focused element (``Enter``, ``Tab``, ...)
@@ -150,8 +151,46 @@ def _locator(page: Any, ref: str) -> Any:
     return page.locator(f"aria-ref={ref}")
 
 
+# Where a user would click: a point of the element where the top-most element (what
+# elementFromPoint, like the mouse, hits) is the element itself or inside it. Playwright clicks
+# the centre and, when another element covers the centre, waits its whole timeout for it to
+# move; a user clicks the part they can see. Points are tried nearest the centre first, over a
+# grid on each of the element's boxes, within the viewport. The result is relative to the
+# padding box, as Playwright's click(position=...) takes it; null when no point is visible.
+_VISIBLE_POINT = """el => {
+  const root = el.getRootNode();
+  const probe = root.elementFromPoint ? root : document;
+  const box = el.getBoundingClientRect();
+  const style = getComputedStyle(el);
+  const cx = box.left + box.width / 2, cy = box.top + box.height / 2;
+  const points = [[cx, cy]];
+  for (const r of el.getClientRects()) {
+    for (let i = 0; i <= 10; i++) {
+      for (let j = 0; j <= 10; j++) {
+        points.push([r.left + 1 + (r.width - 2) * i / 10, r.top + 1 + (r.height - 2) * j / 10]);
+      }
+    }
+  }
+  points.sort((a, b) => Math.hypot(a[0] - cx, a[1] - cy) - Math.hypot(b[0] - cx, b[1] - cy));
+  for (const [x, y] of points) {
+    if (x < 0 || y < 0 || x >= window.innerWidth || y >= window.innerHeight) continue;
+    const top = probe.elementFromPoint(x, y);
+    if (top !== null && (top === el || el.contains(top))) {
+      return {x: x - box.left - (parseFloat(style.borderLeftWidth) || 0),
+              y: y - box.top - (parseFloat(style.borderTopWidth) || 0)};
+    }
+  }
+  return null;
+}"""
+
+
 async def _click(page: Any, args: RefArgs) -> str:
-    await _locator(page, args.ref).click()
+    target = _locator(page, args.ref)
+    await target.scroll_into_view_if_needed()
+    point = await target.evaluate(_VISIBLE_POINT)
+    # No visible point (hidden, or covered whole): the plain click, which waits for the element
+    # to become clickable and otherwise reports what is in the way.
+    await (target.click(position=point) if point else target.click())
     return "clicked"
 
 

@@ -16,7 +16,9 @@ A subclass supplies the site:
 Info: ``anchor`` = :func:`~turngym.envs.gui.snapshot.page_anchor` (path + snapshot without refs),
 ``stratum`` = the number of actions run so far, ``success`` at the end, ``tool_calls``,
 ``action_valid`` (False for a malformed reply, an unknown tool or ref, or bad arguments).
-``render()`` returns the current snapshot; ``screenshot()`` returns a PNG of the page.
+``render()`` returns the current snapshot; ``screenshot()`` returns a PNG of the page;
+``expert_reply()`` is the scripted solver's next reply where the task has one (every web-app
+task, the MiniWoB++ core tasks), so ``scripted:expert`` evaluates and ``turngym sft`` imitates it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gymnasium import spaces
 
 from turngym.envs.core import EnvUnavailable, TextSpace, TurnEnv
 from turngym.envs.gui.actions import TOOLS, parse_actions, perform
+from turngym.envs.gui.scripted import SOLVERS, solve_reply
 from turngym.envs.gui.snapshot import Snapshot, compact_snapshot, page_anchor
 from turngym.envs.tasks import Task
 from turngym.sandboxes.browser import (
@@ -267,6 +270,21 @@ class GUIEnv(TurnEnv):
         return self.session.run(
             lambda page: page.screenshot(full_page=full_page, type="png", caret="hide", animations="disabled")
         )
+
+    def expert_reply(self) -> str | None:
+        """The scripted solver's next reply for this page (:mod:`turngym.envs.gui.scripted`;
+        ``scripted:expert`` in ``turngym eval``, demonstrations for ``turngym sft``), read from
+        the observation the agent sees now; None when the task has no solver or the solver
+        finds nothing to do on this page."""
+        if self.task is None or self.session is None:
+            return None
+        key = self.task.metadata.get("kind") or self.task.metadata.get("task")
+        if key not in SOLVERS:
+            return None
+        try:
+            return solve_reply(self.task, f"Task: {self.goal}\n\n{self._page_text()}")
+        except (LookupError, StopIteration, AttributeError):  # the page is not one it knows
+            return None
 
     def example_actions(self) -> list[str]:
         ref = self.snapshot.refs[0] if self.snapshot.refs else "e1"

@@ -12,12 +12,14 @@ from turngym.envs.gui.apps.tasks import TASK_KINDS, load_webapps
 from turngym.envs.gui.miniwob import (
     CORE_TASKS,
     POINTER_TASKS,
+    TEST_SEEDS,
     MiniWoBEnv,
     load_miniwob,
     load_miniwob_core,
     load_miniwob_heldout,
 )
 from turngym.envs.gui.scripted import call, random_reply, solve_reply
+from turngym.envs.gui.snapshot import find_ref
 from turngym.envs.gui.webapps import WebAppEnv
 
 MINIWOB = load_miniwob_core()
@@ -53,6 +55,68 @@ def run_episode(env, task_id, policy, max_steps=8):
 def test_scripted_policy_solves_miniwob_task(miniwob, name):
     total, info, steps = run_episode(miniwob, f"{name}/10000", solve_reply)
     assert (total, info["success"], steps) == (1.0, True, 1)
+
+
+# Where ONE's centre is under TWO (the later, so upper, of the two absolutely placed buttons).
+_ONE_CENTRE_COVERED = """() => {
+  const one = document.getElementById("subbtn"), box = one.getBoundingClientRect();
+  const top = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+  return top !== one && !one.contains(top);
+}"""
+
+
+def test_scripted_policy_solves_every_click_test_2_test_seed(miniwob):
+    """Every test seed, the ones where the other button covers the target's centre included:
+    click(ref) clicks a visible point of the element, as a user would."""
+    covered, failed = 0, []
+    for seed in TEST_SEEDS:
+        obs, _ = miniwob.reset(options={"task": f"click-test-2/{seed}"})
+        covered += miniwob.session.run(lambda page: page.evaluate(_ONE_CENTRE_COVERED))
+        _, reward, terminated, _, info = miniwob.step(solve_reply(miniwob.task, obs))
+        if not (reward == 1.0 and terminated and info["success"]):
+            failed.append(seed)
+    assert failed == [] and covered >= 3  # the covered case is really exercised
+
+
+def test_a_partly_covered_button_is_clicked_where_it_shows(webapps):
+    webapps.reset(options={"task": "shop-add/0"})
+    # A veil over the left 80% of the page's search button; the button's right edge still shows.
+    veil = """() => {
+      const b = [...document.querySelectorAll("button")].find(x => x.textContent.trim() === "Search");
+      const r = b.getBoundingClientRect(), v = document.createElement("div");
+      v.style = `position:fixed;left:${r.left - 5}px;top:${r.top - 5}px;width:${r.width * 0.8 + 5}px;` +
+                `height:${r.height + 10}px;background:red;z-index:9`;
+      document.body.appendChild(v);
+      window.clicks = 0;
+      b.addEventListener("click", e => { window.clicks++; e.preventDefault(); });
+      return r.width;
+    }"""
+    assert webapps.session.run(lambda page: page.evaluate(veil)) > 0
+    button = find_ref(webapps.snapshot.text, "button", "Search")
+    obs, *_ = webapps.step(call("click", ref=button))
+    assert "clicked" in obs and webapps.session.run(lambda page: page.evaluate("() => window.clicks")) == 1
+
+
+def test_webapps_expert_through_the_evaluation_runner(pool):
+    """`turngym eval --policy scripted:expert` on WebApps: one test task of every kind."""
+    from turngym.agents.evaluation.runner import WorkItem
+    from turngym.agents.evaluation.scripted import scripted_runner
+
+    tasks = {t.metadata["kind"]: t.id for t in WEBAPPS.split("test")}
+    runner = scripted_runner("expert", {"pool": pool})
+    try:
+        trajectories = list(runner([WorkItem(env_id="turngym/WebApps-v0", task_id=task_id, run=0, seed=0)
+                                    for task_id in tasks.values()]))
+    finally:
+        runner.close()
+    assert [(t.task_id, t.status, t.success) for t in trajectories] == [(i, "ok", True) for i in tasks.values()]
+
+
+def test_expert_reply_is_none_where_no_solver_knows_the_page(webapps):
+    webapps.reset(options={"task": "shop-add/0"})
+    assert webapps.expert_reply() is not None
+    webapps.task = webapps.task.model_copy(update={"metadata": {**webapps.task.metadata, "kind": "unknown"}})
+    assert webapps.expert_reply() is None
 
 
 @pytest.mark.parametrize("kind", sorted(TASK_KINDS))
