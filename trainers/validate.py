@@ -192,12 +192,13 @@ def _check_env(config: TrainConfig) -> None:
         spec = _env_spec(env_cfg.id)
     except UnknownEnvError as err:
         raise ConfigError(f"env.id: {err}") from None
-    creator = spec.entry_point if callable(spec.entry_point) else gym.envs.registration.load_env_creator(spec.entry_point)
-    if inspect.isclass(creator):
-        fns, skip = [c.__init__ for c in creator.__mro__ if "__init__" in vars(c) and c is not object], 1
-    else:
-        fns, skip = [creator], 0
-    _check_arguments("env.kwargs", env_cfg.id, fns, skip, env_cfg.kwargs)
+    if spec is not None:  # a SCHEME:REST id (openenv:URL) has no registry entry; making it checks its kwargs
+        creator = spec.entry_point if callable(spec.entry_point) else gym.envs.registration.load_env_creator(spec.entry_point)
+        if inspect.isclass(creator):
+            fns, skip = [c.__init__ for c in creator.__mro__ if "__init__" in vars(c) and c is not object], 1
+        else:
+            fns, skip = [creator], 0
+        _check_arguments("env.kwargs", env_cfg.id, fns, skip, env_cfg.kwargs)
     try:
         env = make(env_cfg.id, **env_cfg.kwargs)
     except (TypeError, ValueError) as err:  # the environment's own checks of its arguments
@@ -217,9 +218,11 @@ def _check_env(config: TrainConfig) -> None:
 def _env_spec(env_id: str) -> Any:
     import gymnasium as gym
 
-    from turngym.envs.registration import load_plugins, make
+    from turngym.envs.registration import ID_SCHEMES, load_plugins, make
 
     load_plugins()
+    if env_id not in gym.registry and env_id.partition(":")[0] in ID_SCHEMES:
+        return None  # made by its scheme's factory, not from the registry
     if env_id not in gym.registry:
         make(env_id)  # raises UnknownEnvError with its "did you mean"
     return gym.registry[env_id]

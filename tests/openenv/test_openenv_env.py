@@ -73,6 +73,7 @@ def test_the_servers_turn_budget_arrives_as_truncation(counting):
 def test_round_trip_training_on_a_served_environment(tmp_path):
     from turngym.trainers.config import TrainConfig
     from turngym.trainers.trainer import Trainer
+    from turngym.trainers.validate import validate_config
 
     app = make_app("turngym/FrozenLake-v0", {"max_turns": 6, "invalid_penalty": 0.1}, max_sessions=16)
     with running(app) as url:
@@ -83,6 +84,7 @@ def test_round_trip_training_on_a_served_environment(tmp_path):
             "run.eval_tasks=4", "run.eval_every=0", "run.checkpoint_every=0", "run.tensorboard=false",
             f"run.out_dir={tmp_path / 'run'}",
         ])
+        validate_config(cfg)  # what `turngym train` checks first: an openenv: id has no registry entry
         summary = Trainer(cfg).train()
         assert app.state.openenv.active_sessions == 0  # every episode's session closed
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
