@@ -5,7 +5,10 @@ Whole proofs
     model's body, its own ``Qed.`` and ``Print Assumptions turngym_goal.`` into a fresh ``.v``
     file and runs ``coqc`` on it under :class:`ProcessLimits`. The body may not contain
     vernacular that ends, restarts or weakens the proof (``Qed``, ``Admitted``, ``Abort``,
-    ``Axiom``, new theorems, ``Unset Guard Checking``, ...) nor ``admit``/``give_up``; the
+    ``Axiom``, new theorems, ``Unset Guard Checking``, ...) nor ``admit``/``give_up``. The
+    filter reads the text as Coq's lexer does (:func:`coq_code`: nested comments, strings, and
+    a command behind bullets, braces, attributes or ``Time``/``Timeout`` prefixes), so a leading
+    ``(**)`` or a ``"(*"`` string hides nothing; and it does not stand alone: the
     assumptions printed after ``Qed`` must read "Closed under the global context". The
     assumptions are read only after a marker whose name holds a random nonce the model never
     sees, so a proof cannot print a fake verdict.
@@ -35,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from turngym.sandboxes.provers.base import CheckResult, ProofState, ProverUnavailable, TacticResult
 from turngym.sandboxes.provers.process import ProcessLimits, run_limited
 
-__all__ = ["CoqConfig", "CoqProver", "coq_cheat", "coq_proof_body"]
+__all__ = ["CoqConfig", "CoqProver", "coq_cheat", "coq_code", "coq_proof_body"]
 
 THEOREM = "turngym_goal"
 
@@ -48,17 +51,57 @@ _FORBIDDEN_WORDS = (
     "Module Section Program Polymorphic Cd Unshelve Admit"
 ).split()
 _FORBIDDEN = re.compile(r"(?<![\w'])(" + "|".join(_FORBIDDEN_WORDS) + r")(?![\w'])")
-# Commands that are only a command at the start of a sentence (``Set`` is also a sort).
-_FORBIDDEN_SENTENCE = re.compile(r"(?:^|\.\s)\s*(Set|Unset|Local|Global|Context|Import|Export|End|Add|Remove|Print|Opaque|Transparent)\b")
+# Commands that are only a command at the start of a sentence (``Set`` is also a sort). A
+# sentence starts at the text's start, after a period followed by a blank, or after a brace;
+# before its command may come braces, bullets (``-``, ``+``, ``*``, glued or not), goal
+# selectors, attributes (``#[local]``) and control prefixes (``Time``, ``Timeout 5``, ``Fail``,
+# ``Succeed``, ``Instructions``): coqc runs ``- Time #[local] Unset Guard Checking.``.
+_FORBIDDEN_SENTENCE = re.compile(
+    r"""(?:^|\.(?=\s)|[{}])
+        (?:\s|[{}]|[-+*]+|\#\[[^\]]*\]
+           |(?:all|par|!|\d+(?:\s*[-,]\s*\d+)*|\[\s*[\w']+\s*\])\s*:(?!=)
+           |(?:Time|Fail|Succeed|Instructions|Timeout\s+\d+)(?=\s))*
+        (Set|Unset|Local|Global|Context|Import|Export|End|Add|Remove|Print|Opaque|Transparent)\b""",
+    re.VERBOSE)
+# Coq's lexer: comments nest, and strings (with "" for a quote) are read inside comments too, so
+# a "*)" in a string does not end the comment around it, nor a "(*" in a string start one.
+_LEXEMES = re.compile(r'\(\*|\*\)|"(?:[^"]|"")*"?')
 _CODE_WORD = re.compile(r"[A-Za-z_][\w']*")
 
 
+def coq_code(body: str) -> tuple[str, list[str]]:
+    """``body`` as Coq reads it: the text with every comment made one blank and every string
+    literal made ``""``, and the strings' contents."""
+    code, strings, depth, start = [], [], 0, 0
+    for match in _LEXEMES.finditer(body):
+        token = match.group()
+        if depth == 0 and token == "(*":
+            code.append(body[start:match.start()] + " ")
+            depth = 1
+        elif depth == 0 and token.startswith('"'):
+            code.append(body[start:match.start()] + '""')
+            strings.append(token[1:-1] if len(token) > 1 and token.endswith('"') else token[1:])
+            start = match.end()
+        elif depth and token == "(*":
+            depth += 1
+        elif depth and token == "*)":
+            depth -= 1
+            if depth == 0:
+                start = match.end()
+    if depth == 0:
+        code.append(body[start:])  # an unclosed comment runs to the end (coqc refuses it)
+    return "".join(code), strings
+
+
 def coq_cheat(body: str) -> str | None:
-    """The first forbidden device in a proof body, or None."""
-    match = _FORBIDDEN.search(body)
-    if match:
-        return match.group(1)
-    match = _FORBIDDEN_SENTENCE.search(body)
+    """The first forbidden device in a proof body, or None. Comments are skipped as Coq skips
+    them; a forbidden word inside a string literal still counts (strings can name notations)."""
+    code, strings = coq_code(body)
+    for text in (code, "\n".join(strings)):
+        match = _FORBIDDEN.search(text)
+        if match:
+            return match.group(1)
+    match = _FORBIDDEN_SENTENCE.search(code)
     if match:
         return match.group(1)
     return None

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import turngym.sandboxes.provers.coq as coq_module
 from turngym.envs.prover.suites import load_coq_core
-from turngym.sandboxes.provers.coq import CoqProver, coq_proof_body, parse_show
+from turngym.sandboxes.provers.coq import CoqProver, coq_cheat, coq_code, coq_proof_body, parse_show
 
 pytestmark = pytest.mark.skipif(shutil.which("coqc") is None, reason="coqc is not installed (apt-get install coq)")
 
@@ -45,6 +45,18 @@ CHEATS = {
     "early_qed_then_new_goal": ("Qed. Theorem turngym_goal2 : True. exact I.", "Qed"),
     "defined_on_a_different_goal": ("intros n. Defined. Goal True. exact I.", "Defined"),
     "guard_checking_off": ("intros n.\nUnset Guard Checking.\nlia.", "Unset"),
+    # comments and strings do not hide a command: Coq reads the text the way coq_code does
+    "after_an_empty_comment": ("(**) Unset Guard Checking.\nintros n. lia.", "Unset"),
+    "after_nested_comments": ("(* (* *) *) Unset Guard Checking.\nintros n. lia.", "Unset"),
+    "after_a_comment_with_a_closer_in_a_string": ('(* "*)" *) Unset Guard Checking.\nintros n. lia.', "Unset"),
+    "between_strings_that_look_like_a_comment": ('idtac "(*". Unset Guard Checking. idtac "*)". intros n. lia.', "Unset"),
+    "glued_to_a_comment": ("intros n.(* *)Unset Guard Checking. lia.", "Unset"),
+    "after_a_bullet": ("intros n. - Unset Guard Checking. lia.", "Unset"),
+    "after_a_glued_bullet": ("-Unset Guard Checking.\nintros n. lia.", "Unset"),
+    "after_a_brace": ("{ Unset Guard Checking. intros n. lia. }", "Unset"),
+    "behind_control_prefixes": ("Time Timeout 5 Unset Guard Checking.\nintros n. lia.", "Unset"),
+    "behind_an_attribute": ("#[local] Unset Guard Checking.\nintros n. lia.", "Unset"),
+    "admitted_after_a_comment": ("intros n. (**)Admitted.", "Admitted"),
     "restated_different_statement": ("Theorem t : True. Proof. exact I. Qed.", "restated theorem"),
 }
 
@@ -53,6 +65,22 @@ CHEATS = {
 def test_cheats_score_zero(coq, proof, cheat):
     result = coq.check(STATEMENT, proof)
     assert not result.ok and result.cheat == cheat
+
+
+def test_comments_and_strings_are_read_as_coq_reads_them():
+    assert coq_code('a (* b (* c *) "*)" *) d "x""y" (*) e *) f') == ('a   d ""   f', ['x""y'])
+    assert coq_code("intros. (* never closed") == ("intros.  ", [])
+
+
+@pytest.mark.parametrize("proof", [
+    "(* Admitted would be cheating; Unset Guard Checking too. *) intros n. induction n; simpl; auto.",
+    "intros n. destruct n as [|m]. - reflexivity. - simpl. rewrite <- plus_n_O. reflexivity.",
+    'idtac "Set Printing All". intros n. induction n; simpl; auto.',
+    "intros n. (* Set *) assert (H : forall A : Set, A -> A) by auto. induction n; simpl; auto.",
+])
+def test_honest_proofs_with_comments_strings_and_bullets_are_not_refused(coq, proof):
+    assert coq_cheat(proof) is None
+    assert coq.check(STATEMENT, proof).ok
 
 
 def test_a_restatement_of_the_same_theorem_is_accepted(coq):
