@@ -12,6 +12,7 @@ import importlib
 FAMILIES = [
     "turngym.envs.grid.registration",
     "turngym.envs.search.registration",
+    "turngym.envs.searchworld.registration",
     "turngym.envs.prover.registration",
     "turngym.envs.code.registration",
     "turngym.envs.gui.registration",
