@@ -113,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {backend} | {policy} | {par['mean_reward']:.2f} | {seq['eps']:.1f} eps/s | "
                          f"{par['eps']:.1f} eps/s | {par['eps'] / seq['eps']:.1f}x |")
             print(lines[-1], flush=True)
-    lines += ["", "Grading runs every hidden test in its own forked process inside one exec "
-              "(see envs/code/grader.py); an episode here is reset + one submit (grading in a pooled, "
-              "reset sandbox)."]
+    lines += ["", "Grading is one exec: the hidden tests run in one process, the solution in another "
+              "(one forked copy per test) and only plain data crosses (see envs/code/grader.py); an "
+              "episode here is reset + one submit (grading in a pooled, reset sandbox)."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
