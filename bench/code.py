@@ -6,6 +6,9 @@ Measures, per sandbox backend, in one run:
 - grading latency p50/p95 per task: ``grade()`` of the reference solution of every task of the
   test split on one warm sandbox (reset between gradings), side by side with the baseline of a
   bare ``python3 -c pass`` exec on the same sandbox (the floor any grader pays);
+- with ``--compare REF``, only the grading latency, paired: the grader at git ``REF`` and the one
+  checked out grade each task in turn on the same warm sandbox (the order alternating), so both
+  see the same load (``python bench/code.py --compare 3a5b028^ --rounds 2``);
 - episode throughput (episodes/s) of the scripted policies "reference" (submit the reference
   solution) and "buggy" (submit the wrong solution; one submission allowed) at 16 concurrent
   episodes (16 environments in threads, each with its own warm episode sandbox, sharing a
@@ -15,10 +18,14 @@ Measures, per sandbox backend, in one run:
 from __future__ import annotations
 
 import argparse
+import inspect
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,6 +57,52 @@ def grading_latency(backend: str) -> dict:
             floor.append(time.perf_counter() - t0)
     return {"tasks": len(tasks), "grade_p50": statistics.median(grades), "grade_p95": _pct(grades, 0.95),
             "floor_p50": statistics.median(floor)}
+
+
+def grader_at(ref: str):
+    """``grade`` of envs/code/grader.py at git ``ref``, shipping the harness of that ref."""
+    def source(name: str) -> str:
+        return subprocess.run(["git", "show", f"{ref}:envs/code/{name}"], capture_output=True,
+                              text=True, check=True).stdout
+
+    harness_text = source("harness.py")
+    harness = types.ModuleType("bench_old_harness")
+    exec(compile(harness_text, "harness.py", "exec"), harness.__dict__)
+    module = types.ModuleType("bench_old_grader")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source("grader.py"), "grader.py", "exec"), module.__dict__)
+    module.harness_source = lambda: harness_text
+    if hasattr(module, "encode"):  # the job's wire format is that ref's too
+        module.encode = harness.encode
+    return module.grade
+
+
+def compare_latency(backend: str, old_grade, rounds: int) -> dict:
+    """Paired per-task latency of ``old_grade`` and this checkout's ``grade`` (see the docstring)."""
+    takes_context = "context" in inspect.signature(old_grade).parameters
+    tasks = load_code_suite().split("test")
+    times: dict[str, list[float]] = {"before": [], "after": [], "floor": []}
+    loads = []
+    with make_sandbox(backend) as sb:
+        sb.python("pass")  # warm
+        for r in range(rounds):
+            for i, task in enumerate(tasks):
+                meta = task.metadata
+                old_kwargs = {"context": task.prompt} if takes_context else {}
+                runs = [("before", lambda: old_grade(sb, task.answer, meta["tests"], meta["entry_point"], **old_kwargs)),
+                        ("after", lambda: grade(sb, task.answer, meta["tests"], meta["entry_point"], context=task.prompt)),
+                        ("floor", lambda: sb.python("pass"))]
+                for label, run in (runs if (i + r) % 2 else [runs[1], runs[0], runs[2]]):
+                    t0 = time.perf_counter()
+                    out = run()
+                    times[label].append(time.perf_counter() - t0)
+                    assert label == "floor" or out.all_passed, (label, task.id)
+                    sb.reset()
+            loads.append(os.getloadavg()[0])
+    ratios = [a / b for a, b in zip(times["after"], times["before"])]
+    return {**{f"{k}_p50": statistics.median(v) for k, v in times.items()},
+            **{f"{k}_p95": _pct(v, 0.95) for k, v in times.items()},
+            "paired_ratio": statistics.median(ratios), "load": (min(loads), max(loads))}
 
 
 def _policy_reply(env: CodeEnv, policy: str) -> str:
@@ -91,7 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--out", default="bench/results/code.md")
+    parser.add_argument("--compare", metavar="REF", help="paired grading latency against the grader at git REF")
+    parser.add_argument("--rounds", type=int, default=1, help="passes over the tasks with --compare")
     args = parser.parse_args(argv)
+    if args.compare:
+        old_grade = grader_at(args.compare)
+        print("| backend | rounds | before p50 / p95 | after p50 / p95 | floor p50 | after / before "
+              "(p50; median of paired ratios) | load avg (1 min) |\n|---|---|---|---|---|---|---|")
+        for backend in args.backends:
+            c = compare_latency(backend, old_grade, args.rounds)
+            print(f"| {backend} | {args.rounds} | {c['before_p50'] * 1000:.0f} / {c['before_p95'] * 1000:.0f} ms | "
+                  f"{c['after_p50'] * 1000:.0f} / {c['after_p95'] * 1000:.0f} ms | {c['floor_p50'] * 1000:.0f} ms | "
+                  f"{c['after_p50'] / c['before_p50']:.2f}x; {c['paired_ratio']:.2f}x | "
+                  f"{c['load'][0]:.1f}-{c['load'][1]:.1f} |", flush=True)
+        return 0
     lines = ["# Code environment (turngym/Code-v0)", "",
              f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores, shared with other work "
              "(timings are noisy). Command: `python bench/code.py`.", ""]
