@@ -19,6 +19,7 @@ what was read.
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from typing import Any
 
@@ -38,6 +39,9 @@ class WorldIndex(BM25Retriever):
     def __init__(self, corpus: Corpus, options: BM25Retriever.Options | None = None) -> None:
         import bm25s
 
+        # bm25s sets its logger to DEBUG on import and logs a line per index built; with a
+        # world per task that would flood a training run's log.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self.corpus = corpus
         self.options = options or self.Options()
         self._stemmer = self._make_stemmer(self.options.stemmer)

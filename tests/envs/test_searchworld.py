@@ -148,3 +148,19 @@ def test_the_trainer_draws_fresh_worlds_from_the_generator():
     drawn = tasks.take(0, 20) + tasks.demonstrations(20)
     assert len({t.metadata["world"] for t in drawn}) == 40  # every task a new world
     assert drawn[:20] == TrainingTasks(suite, "auto", "train", seed=3).take(0, 20)  # reproducible
+
+
+def test_the_word_level_tokenizer_makes_each_word_one_token_everywhere():
+    from turngym.envs.searchworld.model import world_tokenizer
+
+    tok = world_tokenizer()
+    task = world_task(5, 0, (2,))
+    text = task.prompt + "\n" + "\n".join(p[2] for p in task.metadata["passages"])
+    call = '<tool_call>{"name": "search", "arguments": {"query": "Alric Ostley"}}</tool_call>'
+    for s in (text, call, "unseen wörds ✓ round-trip"):
+        assert tok.decode(tok(s)["input_ids"]) == s
+    ids = tok(call)["input_ids"]
+    assert len(ids) == 9 and tok.convert_ids_to_tokens(ids)[5] == "Alric"  # the name as in a question
+    assert all(len(tok(f" {w}")["input_ids"]) == 2 for w in VOCABULARY + ["1914", "d07"])
+    assert tok.apply_chat_template([{"role": "system", "content": "ignored"}, {"role": "user", "content": "Q"}],
+                                   tokenize=False, add_generation_prompt=True) == "<|im_start|>Q<|im_end|><|im_start|>"
