@@ -12,6 +12,7 @@ everything would not pass this file either.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 
@@ -500,3 +501,24 @@ def test_exceptions_keywords_and_other_functions_cross_as_data(sandbox):
     sandbox.reset()
     assert result.passed == (True, True, True, True, False, False), result.errors
     assert "died during a call to f()" in result.errors[0] and "only plain built-in data" in result.errors[1]
+
+
+@pytest.mark.parametrize("name", ["patch_builtins_exec", "read_hidden_tests_from_files", "frame_walk_for_nonce"])
+def test_the_issues_three_hacks_earn_reward_0_through_the_environment(name):
+    """The three submissions issue 17 found paid in full, submitted the way an agent does."""
+    from turngym.envs.code.env import CodeEnv
+    from turngym.envs.tasks import Task, TaskSuite
+
+    task = Task(id="hacks/add", prompt=PROMPT, answer=REFERENCE, split="test",
+                metadata={"entry_point": "add", "tests": TESTS})
+    env = CodeEnv(suite=TaskSuite("hacks", [task]), backend="local", reward="fraction", max_submissions=1)
+    try:
+        env.reset(seed=0)
+        submit = json.dumps({"name": "submit", "arguments": {"code": HACKS[name]}})
+        _, reward, terminated, _, info = env.step(f"<tool_call>{submit}</tool_call>")
+        assert (reward, terminated, info["tests_passed"]) == (0.0, True, 0)
+        env.reset(seed=0)
+        _, reward, *_ = env.step(env.expert_reply())
+        assert reward == 1.0
+    finally:
+        env.close()
