@@ -88,6 +88,9 @@ SIZES: dict[str, dict[str, Any]] = {
                  env_kwargs={"invalid_penalty": 0.1}),
 }
 
+#: Seconds for all phases together, unless --budget says otherwise.
+BUDGET_S = {"full": 400.0, "tiny": 120.0}
+
 GRID_PROMPTS = ["SFFF\nFHFH\nFFFH\nHFFG", "SFFF\nFFFF\nFHFF\nFFFG", "SFHF\nFFFF\nHFFF\nFFHG"]
 
 
@@ -511,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.zeros(1, device=device)  # create the CUDA context now, not inside the first phase's clock
     size_name = "tiny" if args.tiny else "full"
-    budget = args.budget or (120.0 if args.tiny else 400.0)
+    budget = args.budget or BUDGET_S[size_name]
     info = environment(device)  # imports transformers: start-up, before the phases' clock starts
     start = time.perf_counter()
     ctx: dict[str, Any] = {"device": device, "size": SIZES[size_name], "start": start, "deadline": start + budget}

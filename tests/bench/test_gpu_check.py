@@ -180,3 +180,28 @@ def test_the_watchdog_writes_the_json_when_a_phase_hangs(tmp_path):
     assert results["phases"]["matmul_peak"]["status"] == "ok" and results["matmul_peak"] == {"tflops": 1.0}
     assert "watchdog" in results["phases"]["generation"]["error"]
     assert results["total_s"] < 10
+
+
+def test_the_full_size_fits_the_device_limits():
+    """The GPU run as planned: a 100M-300M model built from a config (counted on the meta
+    device, no weights allocated), a valid training config, and phases that end inside the
+    device tool's 8-minute target even when the watchdog has to step in."""
+    import torch
+
+    from turngym.agents.models import load_model
+
+    gpu = load_gpu_module()
+    full = gpu.SIZES["full"]
+    with torch.device("meta"):
+        model, _ = load_model(full["model"])
+    assert 100e6 <= sum(p.numel() for p in model.parameters()) <= 300e6
+    assert full["gen_batches"] == [1, 32, 256]
+    ctx = {"device": torch.device("cuda"), "size": full}
+    for lora in (False, True):
+        config = gpu.train_config(ctx, lora, "/tmp/unused")  # validated by TrainConfig
+        assert config.policy.lora is lora and config.optim.mixed_precision == "bf16"
+        assert config.env.id == "turngym/FrozenLake-v0" and config.sft.enabled
+    default_budget = gpu.BUDGET_S["full"]
+    assert sum(full["phase_s"].values()) <= default_budget
+    # + ~40 s of start-up (imports, installing the wheels): under 8 minutes all told
+    assert default_budget + gpu.WATCHDOG_GRACE_S + 40 <= 8 * 60
