@@ -138,17 +138,21 @@ def test_phases_past_the_budget_are_skipped_not_started(tmp_path, monkeypatch):
 
 def test_a_bare_checkout_imports_turngym_through_a_symlink_farm():
     """The device machine has the working tree but no install: the script maps the folders
-    into the turngym namespace itself."""
+    into the turngym namespace itself. Simulated by dropping the editable install's finder."""
     code = (
-        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in str(f)]\n"
+        "import importlib.util, sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in str(f)]\n"
         "sys.path_importer_cache.clear()\n"
+        "spec = importlib.util.find_spec('turngym')\n"
+        "if spec and any('site-packages' in p for p in spec.submodule_search_locations or []): sys.exit(5)\n"
         f"sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
         "import gpu; gpu.ensure_turngym_importable()\n"
         "import turngym.trainers.config, turngym; print(turngym.__file__)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120)
+    if proc.returncode == 5:
+        pytest.skip("turngym is installed in site-packages (not editable): no bare checkout to simulate")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "turngym-src-" in proc.stdout or str(ROOT) in proc.stdout
+    assert "/turngym-src-" in proc.stdout  # imported through the farm, not an install
 
 
 def test_carry_list_pins_the_versions_installed_here():
