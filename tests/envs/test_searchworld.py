@@ -164,3 +164,11 @@ def test_the_word_level_tokenizer_makes_each_word_one_token_everywhere():
     assert all(len(tok(f" {w}")["input_ids"]) == 2 for w in VOCABULARY + ["1914", "d07"])
     assert tok.apply_chat_template([{"role": "system", "content": "ignored"}, {"role": "user", "content": "Q"}],
                                    tokenize=False, add_generation_prompt=True) == "<|im_start|>Q<|im_end|><|im_start|>"
+
+
+def test_the_tiny_world_model_spec_loads_with_its_tokenizer():
+    from turngym.agents.models import load_model
+
+    model, tok = load_model("tiny-world:hidden=32,layers=1,heads=2,seed=0")
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert model.generation_config.eos_token_id == tok.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
