@@ -391,6 +391,9 @@ def markdown(summary: dict[str, Any], warm: dict[str, Any]) -> str:
                      f"{' (median ' + str(int(np.median(reach))) + ')' if reach else ''} | {c.get('adv/var', math.nan):.3f} | "
                      f"{pct(c.get('adv/share_nonzero', math.nan))}% | {pct(c.get('groups/share_mixed', math.nan))}% | {pct(c.get('step_groups/share_in_multi', math.nan))}% | "
                      f"{pct(c.get('gigpo_step_part/share_nonzero', math.nan))}% | {e['seconds_per_run']:.0f} |")
+    half = np.mean([e["final_eval_ci_halfwidth"] for e in summary["estimators"].values()])
+    lines.append(f"\nOne run's final evaluation has its own 95% bootstrap CI of about ±{100 * half:.1f} points "
+                 "(over the held-out tasks); the interval above is over seeds.")
     lines.append("\n| final difference | seeds | per-seed differences (points) | mean [95% t CI] | sign-flip p | "
                  "per-task paired bootstrap (tasks, mean over seeds) |\n|---|---|---|---|---|---|")
     for pair, p in summary["pairs"].items():
