@@ -43,6 +43,7 @@ import torch
 from turngym.agents.progress import Progress
 from turngym.agents.rollout import RolloutEngine, rollout_stats
 from turngym.agents.trajectory import Trajectory, write_jsonl
+from turngym.envs.tasks import Task
 from turngym.trainers.async_rollout import RolloutPrefetcher, snapshot
 from turngym.trainers.checkpoint import (
     check_world_size,
@@ -51,7 +52,6 @@ from turngym.trainers.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from turngym.envs.tasks import Task
 from turngym.trainers.config import TrainConfig
 from turngym.trainers.data import TrainingTasks
 from turngym.trainers.distributed import (
