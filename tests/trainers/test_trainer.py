@@ -49,6 +49,8 @@ def test_resume_continues_exactly(tmp_path, train_config):
     first.train()
     resumed = Trainer(train_config("split", run__steps=4), resume=True)
     assert resumed.step == 2 and resumed.cursor == first.cursor
+    # the tasks are the generated stream's, and the resumed run continues it where it stopped
+    assert resumed.tasks.generated and resumed.tasks[resumed.cursor] == straight.tasks[first.cursor]
     resumed.train()
     a, b = _params(straight.model), _params(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a), "N steps in one go must equal N/2 + resume + N/2"
