@@ -394,6 +394,16 @@ def _load_tiny_markov(options: dict[str, str]) -> tuple[PreTrainedModel, PreTrai
 register_model("tiny-markov", _load_tiny_markov)
 
 
+def _load_tiny_world(options: dict[str, str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from turngym.agents.world_model import load_tiny_world
+
+    return load_tiny_world(options)
+
+
+# the tiny model with a word-level vocabulary for the generated search worlds (turngym/SearchWorld-v0)
+register_model("tiny-world", _load_tiny_world)
+
+
 def _unknown_model(spec: str) -> ModelSpecError:
     return ModelSpecError(
         f"unknown model {spec!r}: use one of {', '.join(sorted(MODEL_LOADERS))}, "

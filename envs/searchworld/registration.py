@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from turngym.envs.registration import register
 from turngym.envs.tasks import register_suite
 
@@ -19,16 +17,7 @@ SUITES = {
 TOOL_SETTINGS = {"snippet_chars": 0, "default_k": 3}
 
 
-def _load_tiny_world(options: dict[str, str]) -> tuple[Any, Any]:
-    from turngym.envs.searchworld.model import load_tiny_world
-
-    return load_tiny_world(options)
-
-
 def register_all() -> None:
-    from turngym.agents.models import register_model  # light: transformers is imported on load
-
-    register_model("tiny-world", _load_tiny_world)  # a word-level vocabulary for these worlds
     for name, (loader, what) in SUITES.items():
         register_suite(name, f"turngym.envs.searchworld.suites:{loader}",
                        f"Generated-world QA, {what} questions over fictional worlds of 16 passages "

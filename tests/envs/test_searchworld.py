@@ -151,7 +151,7 @@ def test_the_trainer_draws_fresh_worlds_from_the_generator():
 
 
 def test_the_word_level_tokenizer_makes_each_word_one_token_everywhere():
-    from turngym.envs.searchworld.model import world_tokenizer
+    from turngym.agents.world_model import world_tokenizer
 
     tok = world_tokenizer()
     task = world_task(5, 0, (2,))

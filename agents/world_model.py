@@ -1,4 +1,5 @@
-"""``tiny-world``: the tiny model with a word-level vocabulary for the generated language.
+"""``tiny-world``: the tiny model with a word-level vocabulary for the generated search worlds
+(``turngym/SearchWorld-v0``; registered as a model spec in :mod:`turngym.agents.models`).
 
 The ``tiny`` Llama-style model of :mod:`turngym.agents.models`, but its tokenizer makes every
 word of the worlds' language (:data:`~turngym.envs.searchworld.world.VOCABULARY`: names,
