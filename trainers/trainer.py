@@ -222,16 +222,26 @@ def ppo_update(
     return {f"train/{k}": float(np.mean(v)) for k, v in metrics.items()}
 
 
-def _attach_log_file(path: Path) -> logging.Handler:
-    """Everything turngym logs at INFO and above also goes to the run folder's ``train.log``."""
+@contextlib.contextmanager
+def _run_log(path: Path, enabled: bool):
+    """While the run lasts, everything turngym logs at INFO and above also goes to ``path``."""
+    if not enabled:
+        yield
+        return
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     handler.setLevel(logging.INFO)
     root = logging.getLogger("turngym")
+    level = root.level
     root.addHandler(handler)
     if root.getEffectiveLevel() > logging.INFO:
         root.setLevel(logging.INFO)
-    return handler
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
 
 
 def _success(key: str, evaluation: dict[str, float]) -> dict[str, Any]:
@@ -309,7 +319,6 @@ class Trainer:
         if cfg.multitask.key and source == "auto":
             source = "split"  # MT-GRPO's families are the frozen split's metadata values
         self.tasks = TrainingTasks(suite, source, cfg.env.train_split, cfg.run.seed)
-        log.info("training on %s", self.tasks.describe())
         self.balancer: TaskBalancer | None = None
         if cfg.multitask.key:
             if self.tasks.generated:
@@ -356,7 +365,6 @@ class Trainer:
                 self.balancer.load_state_dict(state["multitask"])
             self.trained_cursor = self.cursor
             log.info("resumed from %s at step %d", ckpt, self.step)
-        self._log_file = _attach_log_file(self.run_dir / "train.log") if self.dist.is_main else None
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb,
                                     config=cfg.model_dump(mode="json"),
                                     resume_step=self.step if ckpt is not None else None) if self.dist.is_main else None
@@ -580,6 +588,13 @@ class Trainer:
                    steps=cfg.sft.steps)
 
     def train(self) -> dict[str, Any]:
+        """The whole run (warm start, steps, evaluations, checkpoints); returns its summary. What
+        it logs also goes to ``out_dir/train.log`` (rank 0)."""
+        with _run_log(self.run_dir / "train.log", self.dist.is_main):
+            log.info("training on %s", self.tasks.describe())
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.config
         summary: dict[str, Any] = {}
         if self.step == 0 and not self.resumed:  # a run resumed at step 0 has had its warm start
@@ -631,9 +646,6 @@ class Trainer:
         self.save()
         if self.env_pool is not None:
             self.env_pool.close()
-        if self._log_file is not None:
-            logging.getLogger("turngym").removeHandler(self._log_file)
-            self._log_file.close()
         if self.logger is not None:
             self.logger.close()
             records = read_metrics(self.logger.path)

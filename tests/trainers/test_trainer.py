@@ -30,6 +30,8 @@ def test_two_steps_update_the_model_and_write_metrics_checkpoints_evals_and_plot
     assert [r["step"] for r in steps] == [1, 2]
     assert all(r["rollout/episodes"] == 12 and "train/clipfrac" in r and "train/entropy" in r for r in steps)
     assert (run / "curves.png").stat().st_size > 10_000
+    log_text = (run / "train.log").read_text()  # the run's own log: where its tasks came from, each evaluation
+    assert "training on generated tasks" in log_text and "after RL (step 2): held-out success" in log_text
     for label in ("step-000000", "step-000002"):
         results = json.loads((run / "eval" / label / "results.json").read_text())
         assert results["envs"][0]["stats"]["num_tasks"] == 4
