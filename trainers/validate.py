@@ -211,6 +211,12 @@ def _check_env(config: TrainConfig) -> None:
                 suite.split(split)
             except SuiteError as err:
                 raise ConfigError(f"{key}: {err}") from None
+        if env_cfg.train_tasks == "generated" and suite.generator is None:
+            raise ConfigError(f"env.train_tasks: suite {suite.name!r} of {env_cfg.id} has no task generator; "
+                              "use env.train_tasks=split (or auto)")
+        if env_cfg.train_tasks == "generated" and config.multitask.key:
+            raise ConfigError("env.train_tasks: MT-GRPO (multitask.key) balances the families of a frozen "
+                              "split; use env.train_tasks=split (or auto)")
     finally:
         env.close()
 

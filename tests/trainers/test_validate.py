@@ -29,6 +29,10 @@ from turngym.cli import main
         (["run.out_dir="], "run.out_dir is empty"),
         (["run=3"], "override 'run=3': run is a section, not a value"),
         (["run.overlong_cache_tokens=500", "rollout.max_tokens=64"], "run.overlong_cache_tokens=500 exceeds"),
+        (["env.id=turngym/Search-v0", "env.train_tasks=generated"], "env.train_tasks: suite 'search-multihop' of "
+         "turngym/Search-v0 has no task generator"),
+        (["env.train_tasks=generated", "multitask.key=optimal_moves"], "env.train_tasks: MT-GRPO"),
+        (["env.train_tasks=bogus"], "env.train_tasks"),
     ],
 )
 def test_a_bad_config_is_one_sentence_in_seconds_and_writes_nothing(tmp_path, capsys, overrides, message):
