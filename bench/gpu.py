@@ -240,8 +240,6 @@ def step_tokens(trajectories: list[Any]) -> tuple[int, int]:
 def train(ctx: dict[str, Any], seconds: float, lora: bool) -> dict[str, Any]:
     """Warm start (a fixed number of steps, capped at a third of the phase), then RL steps of the
     real Trainer until 85% of the phase is spent (the rest is for the held-out evaluation)."""
-    import logging
-
     from turngym.trainers.trainer import Trainer
 
     start = time.perf_counter()
@@ -267,9 +265,6 @@ def train(ctx: dict[str, Any], seconds: float, lora: bool) -> dict[str, Any]:
         finally:
             if trainer.logger is not None:
                 trainer.logger.close()
-            if trainer._log_file is not None:  # the run folder is about to go: stop logging into it
-                logging.getLogger("turngym").removeHandler(trainer._log_file)
-                trainer._log_file.close()
 
 
 def rl_steps(trainer: Any, ctx: dict[str, Any], deadline: float, update_flops_per_token: float) -> dict[str, Any]:
