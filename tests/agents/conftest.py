@@ -155,3 +155,18 @@ def probe():
 
     return SimpleNamespace(Env=ProbeEnv, suite=probe_suite, reply=ADVANCE_REPLY, release=RELEASE,
                            tool=ADVANCE, build_tokenizer=build_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """An HFPolicy over the randomly initialised ``tiny`` model (one torch thread while it lives)."""
+    import torch
+
+    from turngym.agents.hf import HFPolicy
+    from turngym.agents.models import load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model gains nothing from threads on a busy machine
+    model, tokenizer = load_model("tiny:seed=0")
+    yield HFPolicy(model, tokenizer)
+    torch.set_num_threads(threads)

@@ -12,10 +12,7 @@ import threading
 
 import httpx
 import pytest
-import torch
 
-from turngym.agents.hf import HFPolicy
-from turngym.agents.models import load_model
 from turngym.agents.openai_http import EndpointError, OpenAIConfig, OpenAIPolicy, backoff_delay
 from turngym.agents.policy import Completion, SamplingParams
 from turngym.agents.serve import make_server
@@ -32,15 +29,6 @@ TOOLS = [
     }
 ]
 MESSAGES = [{"role": "system", "content": "Solve it."}, {"role": "user", "content": "Where next?"}]
-
-
-@pytest.fixture(scope="module")
-def tiny() -> HFPolicy:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model gains nothing from threads on a busy machine
-    model, tokenizer = load_model("tiny:seed=0")
-    yield HFPolicy(model, tokenizer)
-    torch.set_num_threads(threads)
 
 
 class Recorder:
