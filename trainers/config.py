@@ -213,6 +213,9 @@ class SFTConfig(BaseModel):
     """AdamW learning rate of the warm start."""
     batch_rows: int = Field(64, ge=1)
     """Demonstration turns per optimizer step."""
+    recovery_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    """Chance, before each expert turn, that the environment first gets a misspelt copy of the
+    expert's reply, so the demonstrations also show recovering from an invalid reply."""
     max_seconds: float | None = None
     """A safety limit: stop the warm start after this long, with a warning (the run then depends
     on the machine's speed, not only on its seed). None: no limit."""

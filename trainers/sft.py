@@ -23,7 +23,7 @@ from turngym.agents.rollout import derive_seed
 from turngym.envs.tasks import Task
 from turngym.trainers.rows import Row, collate, micro_batches, token_logprobs
 
-__all__ = ["NoExpertError", "collect_demonstrations", "sft"]
+__all__ = ["NoExpertError", "collect_demonstrations", "misspell", "sft"]
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,17 @@ def collect_demonstrations(
     env_kwargs: dict[str, Any] | None = None,
     seed: int = 0,
     max_turns: int = 100,
+    recovery_rate: float = 0.0,
 ) -> list[Row]:
     """One row per expert turn over the given tasks (ids or Task objects; prompt ids as the
-    agent builds them)."""
+    agent builds them).
+
+    ``recovery_rate``: before each expert turn, with this probability, the environment first
+    receives a misspelt copy of the expert's reply (:func:`misspell`; never trained on), so the
+    expert's reply that follows is a demonstration of recovering from the environment's
+    invalid-reply observation. Without these, a policy that samples one malformed reply during
+    RL meets a prompt it never saw and tends to stay malformed for the rest of the episode.
+    """
     from turngym.envs import make
 
     env = make(env_id, **(env_kwargs or {}))
@@ -56,12 +64,20 @@ def collect_demonstrations(
             task_id = task.id if isinstance(task, Task) else task
             obs, info = env.reset(seed=derive_seed(seed, "sft", task_id), options={"task": task})
             memory = EpisodeMemory(instructions=getattr(base, "instructions", ""), tools=tools, task=obs)
+            rng = np.random.default_rng(derive_seed(seed, "sft-recovery", task_id))
             for _ in range(max_turns):
                 reply = base.expert_reply()
                 if reply is None:
                     if not rows:
                         raise NoExpertError(f"{env_id} has no expert (its expert_reply() returns None)")
                     break
+                if recovery_rate > 0 and rng.random() < recovery_rate:
+                    wrong = misspell(reply, rng)
+                    obs, reward, terminated, truncated, info = env.step(wrong)
+                    memory.history.append(Exchange(action=wrong, observation=obs, tool_output=bool(info.get("tool_calls"))))
+                    if terminated or truncated:
+                        break
+                    continue  # the expert answers the observation the misspelling produced
                 prompt = agent.build(memory)
                 response = list(tokenizer(reply, add_special_tokens=False)["input_ids"]) + ([eos] if eos is not None else [])
                 rows.append(Row(prompt_ids=list(prompt.ids or []), response_ids=response, task_id=task_id))
@@ -72,6 +88,18 @@ def collect_demonstrations(
     finally:
         env.close()
     return rows
+
+
+def misspell(reply: str, rng: np.random.Generator) -> str:
+    """``reply`` with one character deleted or replaced by another of its characters: the kind of
+    slip sampling makes. (It may still be valid; the environment decides.)"""
+    if not reply:
+        return " "
+    i = int(rng.integers(len(reply)))
+    if rng.random() < 0.5 or len(set(reply)) < 2:
+        return reply[:i] + reply[i + 1 :]
+    other = rng.choice([c for c in sorted(set(reply)) if c != reply[i]])
+    return reply[:i] + str(other) + reply[i + 1 :]
 
 
 def sft(

@@ -582,7 +582,8 @@ class Trainer:
                              "then train from its output (policy.model=DIR) with sft.enabled=false")
         tasks = self.tasks.demonstrations(cfg.sft.episodes)
         agent_cfg = cfg.rollout  # the rollout config carries the agent's memory settings
-        rows = collect_demonstrations(cfg.env.id, tasks, self.tokenizer, agent_cfg, cfg.env.kwargs, seed=cfg.run.seed)
+        rows = collect_demonstrations(cfg.env.id, tasks, self.tokenizer, agent_cfg, cfg.env.kwargs, seed=cfg.run.seed,
+                                      recovery_rate=cfg.sft.recovery_rate)
         return sft(self.model, self.tokenizer, rows, lr=cfg.sft.lr, epochs=cfg.sft.epochs, batch_rows=cfg.sft.batch_rows,
                    micro_batch_tokens=cfg.optim.micro_batch_tokens, seed=cfg.run.seed, max_seconds=cfg.sft.max_seconds,
                    steps=cfg.sft.steps)
