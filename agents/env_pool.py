@@ -36,7 +36,6 @@ an error.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -45,11 +44,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
-
 from turngym.envs.tasks import Task
 
-__all__ = ["EnvPool", "EnvResult", "ResetRequest", "StepRequest", "ThreadEnvPool", "json_safe"]
+__all__ = ["EnvPool", "EnvResult", "ResetRequest", "StepRequest", "ThreadEnvPool"]
 
 log = logging.getLogger(__name__)
 
@@ -102,35 +99,6 @@ class EnvPool(Protocol):
     def release(self, slots: list[int]) -> None: ...
 
     def close(self) -> None: ...
-
-
-_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with numpy arrays and scalars made plain and anything else unencodable as repr."""
-    kind = type(value)
-    if kind in _PLAIN_TYPES:  # exact type checks first: this runs on every info value of every step
-        return value
-    if kind is dict:
-        return {k if type(k) is str else str(k): json_safe(v) for k, v in value.items()}
-    if kind is list or kind is tuple:
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (str, int, float, bool)):
-        return value
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)
 
 
 class _Workers:

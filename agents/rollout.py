@@ -35,16 +35,10 @@ from typing import Any
 from pydantic import Field
 
 from turngym.agents.agent import Agent, AgentConfig, BuiltPrompt, EpisodeMemory, Exchange
-from turngym.agents.env_pool import (
-    EnvPool,
-    ResetRequest,
-    StepRequest,
-    ThreadEnvPool,
-    json_safe,
-)
+from turngym.agents.env_pool import EnvPool, ResetRequest, StepRequest, ThreadEnvPool
 from turngym.agents.policy import Completion, Policy, SamplingParams
 from turngym.agents.progress import Progress
-from turngym.agents.trajectory import Trajectory, Turn
+from turngym.agents.trajectory import Trajectory, Turn, hashable_json, json_safe
 from turngym.envs.tasks import Task
 
 __all__ = ["EpisodeSpec", "RolloutConfig", "RolloutEngine", "derive_seed", "rollout", "rollout_stats"]
@@ -226,8 +220,8 @@ class RolloutEngine:
                 continue
             ep.traj.initial_observation = res.observation
             ep.memory = EpisodeMemory(instructions=res.instructions, tools=res.tools, task=res.observation)
-            ep.anchor = json_safe(res.info.get("anchor"))
-            ep.stratum = json_safe(res.info.get("stratum"))
+            ep.anchor = hashable_json(res.info.get("anchor"))
+            ep.stratum = hashable_json(res.info.get("stratum"))
 
     def _round(self, pool: EnvPool, active: list[_Episode], turn: int, bar: Progress) -> None:
         cfg = self.config
@@ -260,15 +254,15 @@ class RolloutEngine:
                 observation=res.observation,
                 reward=res.reward,
                 anchor=ep.anchor,
-                stratum=json_safe(info.get("stratum", ep.stratum)),
+                stratum=info.get("stratum", ep.stratum),
                 action_valid=bool(info.get("action_valid", True)),
                 tool_calls=json_safe(list(info.get("tool_calls", []))),
                 info=self._turn_info(info, prompt, completion),
                 generate_s=generate_s,
                 env_s=res.seconds,
             ))
-            ep.anchor = json_safe(info.get("anchor"))
-            ep.stratum = json_safe(info.get("stratum", ep.stratum))
+            ep.anchor = hashable_json(info.get("anchor"))
+            ep.stratum = hashable_json(info.get("stratum", ep.stratum))
             ep.memory.history.append(Exchange(  # type: ignore[union-attr]
                 # with structured calls the reply is their text; the calls go in as structure
                 action=completion.text if completion.tool_calls else action,

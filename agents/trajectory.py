@@ -11,13 +11,75 @@ trajectories are counted and logged, and kept out of training). Both round-trip 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+import numpy as np
+from pydantic import BaseModel, Field, field_validator
 
-__all__ = ["Turn", "Trajectory", "json_line", "read_jsonl", "write_jsonl"]
+__all__ = ["Turn", "Trajectory", "hashable_json", "json_line", "json_safe", "read_jsonl", "write_jsonl"]
+
+
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as data JSON can encode: numpy arrays and scalars made plain (``tolist``,
+    ``item``), tuples made lists, keys made strings, anything else unencodable its ``repr``."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:  # exact type checks first: this runs on every info value of every step
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): json_safe(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def hashable_json(value: Any) -> Hashable:
+    """``value`` as data that is both JSON-encodable and hashable: what a Turn keeps as its
+    anchor and stratum, so that they reach the estimator as hashable keys (its fast path) and
+    still write to JSONL.
+
+    Lists, tuples and numpy arrays become tuples (recursively), numpy scalars plain numbers,
+    dicts tuples of sorted ``(str(key), value)`` pairs, sets sorted tuples, anything else
+    unencodable its ``repr``. JSON writes tuples as lists; reading a Turn back makes them
+    tuples again, so an anchor survives the round trip equal to itself. Equal inputs give
+    equal outputs, so the step groups of :func:`turngym.envs.core.canonical_anchor` are kept.
+    """
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return value
+    if kind is tuple or kind is list:
+        return tuple(map(hashable_json, value))
+    if isinstance(value, np.ndarray):
+        return hashable_json(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return tuple(map(hashable_json, value))
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), hashable_json(v)) for k, v in value.items()))
+    if isinstance(value, (set, frozenset)):
+        return tuple(sorted(map(hashable_json, value), key=repr))
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
 
 
 class Turn(BaseModel):
@@ -45,6 +107,12 @@ class Turn(BaseModel):
     """Filled in by a trainer, shown by the trajectory viewer."""
     generate_s: float = 0.0
     env_s: float = 0.0
+
+    @field_validator("anchor", "stratum")
+    @classmethod
+    def _hashable(cls, value: Any) -> Hashable:
+        """Anchors and strata stay hashable: ``hashable_json`` on the way in (also from JSONL)."""
+        return hashable_json(value)
 
 
 class Trajectory(BaseModel):

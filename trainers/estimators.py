@@ -43,9 +43,10 @@ it with ``@register_estimator("my_name")``), and add its worked example to
 
 Implementation notes: group-bys are ``np.unique(..., return_inverse=True)`` codes plus
 ``np.bincount``; step returns use a blocked reverse scan (see :func:`discounted_returns`); no
-Python loop runs per row except the dict lookup that turns arbitrary hashable anchors into
-integer ids (skipped when anchors already are a numeric or string numpy array) and GiGPO's
-optional text-similarity clustering.
+Python loop runs per row except GiGPO's optional text-similarity clustering. Hashable anchors
+and strata of any type (tuples included: what environments report and Turns keep) are coded
+by one C-level dict pass, one hash per row (none when they already are a numeric or string
+numpy array); only unhashable ones (lists, dicts, arrays) are canonicalised row by row.
 """
 
 from __future__ import annotations
@@ -158,31 +159,35 @@ def _stable_argsort(keys: np.ndarray) -> np.ndarray:
     return order
 
 
+class _CodeTable(dict):
+    """value -> dense code; an unseen value gets the next code on its first lookup."""
+
+    def __missing__(self, key: Any) -> int:
+        code = self[key] = len(self)
+        return code
+
+
 def _hashable_codes(values: Sequence[Any]) -> tuple[np.ndarray, int]:
     """Codes for arbitrary anchor-like values, by their canonical key.
 
-    Anchors recur, so when every value is hashable the distinct raw values are collected at C
-    speed (``dict.fromkeys``) and only those are canonicalised; values that are equal as dict
-    keys have equal canonical keys, so this groups exactly like canonicalising every row.
-    Unhashable values (lists, dicts, arrays) are canonicalised row by row.
+    Hashable values (ints, strings, tuples: what ``info["anchor"]`` holds and a Turn keeps)
+    take one C-level pass, one hash per row (``map(table.__getitem__, values)``; Python runs
+    only on a value's first occurrence). They need no canonicalisation: two hashable values are
+    equal as dict keys exactly when their :func:`turngym.envs.core.canonical_anchor` keys are
+    equal (numpy scalars hash and compare like the Python numbers ``canonical_anchor`` makes of
+    them). Unhashable values (lists, dicts, arrays) are canonicalised row by row: the slow path.
     """
-    # Imported here so that `import turngym.trainers` does not pull in gymnasium.
-    from turngym.envs.core import canonical_anchor
-
-    table: dict[Any, int] = {}
+    n = len(values)
+    table = _CodeTable()
     try:
-        distinct = dict.fromkeys(values)
+        return np.fromiter(map(table.__getitem__, values), np.int64, n), len(table)
     except TypeError:
-        codes = np.fromiter(
-            (table.setdefault(canonical_anchor(v), len(table)) for v in values),
-            dtype=np.int64,
-            count=len(values),
-        )
+        # Imported here so that `import turngym.trainers` does not pull in gymnasium.
+        from turngym.envs.core import canonical_anchor
+
+        table = _CodeTable()
+        codes = np.fromiter(map(table.__getitem__, map(canonical_anchor, values)), np.int64, n)
         return codes, len(table)
-    for raw in distinct:
-        distinct[raw] = table.setdefault(canonical_anchor(raw), len(table))
-    codes = np.fromiter(map(distinct.__getitem__, values), dtype=np.int64, count=len(values))
-    return codes, len(table)
 
 
 def _pair_codes(a: np.ndarray, b: np.ndarray, nb: int) -> tuple[np.ndarray, int]:

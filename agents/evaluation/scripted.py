@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+
 from turngym.agents.evaluation.runner import EvalConfigError, WorkItem
-from turngym.agents.trajectory import Trajectory, Turn
+from turngym.agents.trajectory import Trajectory, Turn, json_safe
 
 __all__ = [
     "SCRIPTED_POLICIES",
@@ -231,9 +232,9 @@ class EnvStepRunner:
                 item.env_id, lambda reply=reply: env.step(reply), self.step_timeout_s, "step")
             traj.turns.append(Turn(
                 step=len(traj.turns), prompt_text=prompt, response_text=reply, observation=obs,
-                reward=reward, anchor=_json_safe(anchor), stratum=_json_safe(info.get("stratum")),
+                reward=reward, anchor=anchor, stratum=info.get("stratum"),
                 action_valid=bool(info.get("action_valid", True)), tool_calls=list(info.get("tool_calls", [])),
-                info=_json_safe({k: v for k, v in info.items() if k not in ("anchor", "stratum", "tool_calls")}),
+                info=json_safe({k: v for k, v in info.items() if k not in ("anchor", "stratum", "tool_calls")}),
                 generate_s=generated - start, env_s=time.perf_counter() - generated,
             ))
             prompt = obs
@@ -241,18 +242,6 @@ class EnvStepRunner:
                 traj.success = bool(info.get("success", False))
                 traj.status = "truncated" if truncated and not terminated else "ok"
                 return
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    return repr(value)
 
 
 def scripted_runner(name: str, env_kwargs: dict[str, Any] | None = None, step_timeout_s: float = 60.0,

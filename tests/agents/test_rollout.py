@@ -180,6 +180,41 @@ def test_trajectories_round_trip_through_jsonl(probe, tokenizer, tmp_path):
     assert [t.status for t in back] == ["ok", "ok", "error", "error"]
 
 
+def test_tuple_anchors_stay_hashable_from_env_step_to_the_estimator(probe, tokenizer, tmp_path):
+    """#20: an environment's tuple anchors (with numpy scalars) reach the Turn, the JSONL file
+    and the estimator as tuples, and give the advantages of the same states as integers."""
+    import numpy as np
+
+    from turngym.trainers import estimate
+    from turngym.trainers.rows import estimator_inputs
+
+    class TupleProbe(probe.Env):
+        def _reset_task(self, task):
+            obs, info = super()._reset_task(task)
+            return obs, {**info, "anchor": ("pos", (np.int64(0),)), "stratum": ("calls", 0)}
+
+        def _step(self, action):
+            obs, reward, done, info = super()._step(action)
+            return obs, reward, done, {**info, "anchor": ("pos", (np.int64(self.pos),)), "stratum": ("calls", self.calls)}
+
+    suite = probe.suite({"id": "a", "length": 3}, {"id": "b", "length": 2})
+    replies = iter(["not a call"] + [probe.reply] * 20)
+    policy = ScriptedPolicy(lambda text, seed: next(replies), tokenizer=tokenizer)
+    trajs = RolloutEngine(policy, lambda: TupleProbe(suite=suite), tokenizer, cfg(concurrency=0)).run(["a", "b"])
+    anchors = [turn.anchor for t in trajs for turn in t.turns]
+    assert all(type(a) is tuple and hash(a) is not None for a in anchors)
+    assert anchors[:4] == [("pos", (0,)), ("pos", (0,)), ("pos", (1,)), ("pos", (2,))]
+    assert trajs[0].turns[-1].stratum == ("calls", 3)  # one invalid reply, then three advances
+    write_jsonl(trajs, tmp_path / "r.jsonl")
+    back = list(read_jsonl(tmp_path / "r.jsonl"))
+    inputs = estimator_inputs(back)
+    assert inputs["anchors"] == anchors
+    as_ints = [a[1][0] for a in inputs["anchors"]]
+    common = {k: inputs[k] for k in ("rewards", "group_ids", "traj_ids", "steps")}
+    assert np.array_equal(estimate("gigpo", **common, anchors=inputs["anchors"]),
+                          estimate("gigpo", **common, anchors=as_ints))
+
+
 def test_policy_returning_the_wrong_count_is_an_error_and_envs_are_closed(probe):
     suite = probe.suite({"id": "a"})
 

@@ -21,8 +21,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from turngym.agents.evaluation.runner import TrajectoryStore
-from turngym.agents.env_pool import json_safe
-from turngym.agents.trajectory import Trajectory, Turn, json_line, read_jsonl, write_jsonl
+from turngym.agents.trajectory import (
+    Trajectory,
+    Turn,
+    json_line,
+    json_safe,
+    read_jsonl,
+    write_jsonl,
+)
 from turngym.envs import EnvUnavailable, make, registered_envs
 
 ENV_IDS = sorted(registered_envs())

@@ -184,6 +184,54 @@ def test_gigpo_structured_anchors_use_canonical_keys():
     )
 
 
+def _recurring_anchor_batch(n_groups=64, trajs=8, turns=12, states=6, seed=0):
+    """Shuffled rows whose integer anchors recur within and across trajectories."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, turns + 1, size=n_groups * trajs)
+    traj = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    steps = np.arange(len(traj)) - np.repeat(starts, lengths)
+    perm = rng.permutation(len(traj))
+    return {
+        "rewards": rng.choice([0.0, -0.01, 1.0], size=len(traj))[perm],
+        "group_ids": (traj // trajs)[perm],
+        "traj_ids": (traj % trajs)[perm],
+        "steps": steps[perm],
+        "anchors": rng.integers(0, states, size=len(traj))[perm],
+    }
+
+
+@pytest.mark.parametrize("mode", ["mean_norm", "mean_std_norm"])
+def test_gigpo_tuple_anchors_give_the_advantages_of_integer_anchors(mode):
+    """Any hashable anchor takes the same path to the same numbers (#20): integers, tuples,
+    nested tuples, numpy scalars inside tuples; lists (unhashable) agree through canonical keys."""
+    batch = _recurring_anchor_batch()
+    ints = batch["anchors"].tolist()
+    expected = estimate("gigpo", **batch, mode=mode)
+    kinds = {
+        "list of ints": ints,
+        "tuples": [("cell", a) for a in ints],
+        "nested tuples": [("question", (f"d{a}", f"d{a + 1}")) for a in ints],
+        "numpy scalars in tuples": [(np.int64(a), "x") for a in ints],
+        "strings": [f"state {a}" for a in ints],
+        "lists (JSON)": [["cell", a] for a in ints],
+    }
+    for kind, anchors in kinds.items():
+        adv = estimate("gigpo", **dict(batch, anchors=anchors), mode=mode)
+        assert np.array_equal(adv, expected), kind
+    # and the anchors matter: merging two states changes the advantages
+    merged = [min(a, 1) for a in ints]
+    assert not np.array_equal(estimate("gigpo", **dict(batch, anchors=merged), mode=mode), expected)
+
+
+def test_stratified_tuple_strata_give_the_advantages_of_integer_strata():
+    batch = _recurring_anchor_batch(seed=1)
+    strata = batch.pop("anchors")
+    expected = estimate("stratified", **batch, strata=strata)
+    as_tuples = [("calls", int(s)) for s in strata]
+    assert np.array_equal(estimate("stratified", **batch, strata=as_tuples), expected)
+
+
 def test_gigpo_invalid_action_penalty_is_not_propagated_backward():
     # traj A: (x, r 0, valid), (y, r 1, INVALID); traj B: (x, 0), (y, 0); gamma 0.5, coef 0.1.
     # Step returns A: [0 + 0.5*1, 1 - 0.1] = [0.5, 0.9] (the penalty is not discounted into t1).
