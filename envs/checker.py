@@ -21,9 +21,20 @@ from gymnasium.wrappers import RecordEpisodeStatistics, TimeLimit
 from turngym.envs.core import TurnEnv
 from turngym.envs.registration import make
 
-__all__ = ["CheckResult", "check", "INVALID_REPLY"]
+__all__ = ["CHECKS", "CheckResult", "check", "INVALID_REPLY"]
 
 INVALID_REPLY = "\x00 this is not a valid reply \u2603 {{{"
+
+#: The names of the checks :func:`check` runs, in order: one result each.
+CHECKS = (
+    "subclasses TurnEnv",
+    "gymnasium check_env",
+    "deterministic under a seed",
+    "info keys well-typed, anchors hashable",
+    "invalid reply answered with an error observation",
+    "tool schemas",
+    "TimeLimit and RecordEpisodeStatistics",
+)
 
 
 @dataclass
@@ -161,13 +172,9 @@ def check(env_id: str, seed: int = 0, steps: int = 12, make_env: Callable[[], gy
                 wrapped.close()
             return None
 
-        record("subclasses TurnEnv", is_turn_env)
-        record("gymnasium check_env", gymnasium_checker)
-        record("deterministic under a seed", determinism)
-        record("info keys well-typed, anchors hashable", info_types)
-        record("invalid reply answered with an error observation", invalid_reply)
-        record("tool schemas", tool_schemas)
-        record("TimeLimit and RecordEpisodeStatistics", wrappers)
+        checks = (is_turn_env, gymnasium_checker, determinism, info_types, invalid_reply, tool_schemas, wrappers)
+        for name, fn in zip(CHECKS, checks, strict=True):
+            record(name, fn)
     finally:
         env.close()
     return results

@@ -137,7 +137,6 @@ def test_eval_without_tools_sends_plain_text(tiny, tmp_path):
     ("vllm:smollm2", "needs vllm and a CUDA GPU"),
 ])
 def test_bad_or_unavailable_specs_are_one_sentence(spec, fragment, tmp_path, capsys):
-    pytest.importorskip("turngym.agents.vllm_policy")
     if spec.startswith("vllm:"):
         from turngym.agents.vllm_policy import vllm_available
 

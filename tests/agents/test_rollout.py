@@ -264,7 +264,6 @@ def test_progress_bar_counts_episodes_and_errors(probe, monkeypatch):
 
 
 def test_sokoban_end_to_end(tokenizer):
-    pytest.importorskip("turngym.envs.grid.suites", reason="the grid suites are not written yet")
     import turngym
 
     policy = ScriptedPolicy(["<action>up</action>", "<action>left</action>"], tokenizer=tokenizer)
@@ -412,8 +411,9 @@ def test_slow_env_steps_run_concurrently(probe):
 
 @pytest.mark.slow
 def test_real_tiny_model_turns_hold_exactly_what_it_generated():
-    torch = pytest.importorskip("torch")
-    models = pytest.importorskip("turngym.agents.models")
+    import torch
+
+    from turngym.agents import models
     from turngym.agents.hf import HFPolicy
     from turngym.agents.policy import SamplingParams
     from turngym.envs import load_suite

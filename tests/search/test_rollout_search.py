@@ -2,11 +2,9 @@
 
 import pytest
 
-pytest.importorskip("torch", reason="the agent loop needs torch")
-
-from turngym.agents.models import load_policy  # noqa: E402
-from turngym.agents.rollout import RolloutConfig, rollout  # noqa: E402
-from turngym.envs import load_suite  # noqa: E402
+from turngym.agents.models import load_policy
+from turngym.agents.rollout import RolloutConfig, rollout
+from turngym.envs import load_suite
 
 
 @pytest.mark.slow
