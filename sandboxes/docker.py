@@ -10,7 +10,15 @@ The container (see :meth:`DockerSandbox._container_options`):
 - no host environment variables (Docker passes none; we set PATH, HOME, LANG only);
 - optional gVisor: ``runtime="runsc"``.
 
-exec uses the low-level API (exec_create + a hijacked socket): stdin is written and stdout /
+Exec goes through a fork server started in the container when the sandbox is made (see
+:mod:`turngym.sandboxes.forkserver`): one long-lived ``docker exec -i`` of
+``/usr/bin/python3`` as the sandbox user, which forks per command — ~5 ms instead of ~80 ms
+for a ``docker exec``. Reset also goes through it (kill every other process of the sandbox user,
+wipe ``/work``, ``/tmp``, ``/dev/shm``), so the server survives between episodes. When no
+server is up (it could not start; ``fork_server=False``), exec takes the path below, and
+``fork_stats["fallback_execs"]`` counts it.
+
+The fallback exec uses the low-level API (exec_create + a hijacked socket): stdin is written and stdout /
 stderr frames are read while the command runs, capped, under a deadline kept here. Each
 command runs under a tiny ``sh`` wrapper that, when the command returns, kills every other
 process of the sandbox user (so double-forked / setsid children do not outlive the exec).
@@ -47,6 +55,13 @@ from turngym.sandboxes.errors import (
     SandboxError,
     UnsafePath,
 )
+from turngym.sandboxes.forkserver import (
+    DockerExecTransport,
+    ForkServer,
+    ForkServerSlot,
+    ServerLost,
+    server_argv,
+)
 from turngym.sandboxes.image import SANDBOX_UID, get_profile, image_tag
 from turngym.sandboxes.reaper import ensure_reaped, run_labels
 
@@ -61,8 +76,8 @@ _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKDIR, "LANG": "C.UTF-
 # "$@" runs the command; then every other process of the sandbox user is killed (kill(-1)
 # never signals the caller), so nothing the command started outlives the exec.
 _WRAPPER = '"$@"; rc=$?; kill -9 -1 2>/dev/null; exit $rc'
-_RESET = ("kill -9 -1 2>/dev/null; chmod -R u+rwX /work /tmp /dev/shm 2>/dev/null; "
-          "find /work /tmp /dev/shm -mindepth 1 -delete")
+_WIPE = "chmod -R u+rwX /work /tmp /dev/shm 2>/dev/null; find /work /tmp /dev/shm -mindepth 1 -delete"
+_RESET = "kill -9 -1 2>/dev/null; " + _WIPE
 # get_file refuses symlinks anywhere on the path, as LocalSandbox does (exit 3 = unsafe).
 _GET = ('[ "$(realpath -s -- "/work/$1")" = "$(realpath -- "/work/$1" 2>/dev/null)" ] || exit 3; '
         'test -f "$1" || exit 2; head -c "$2" -- "$1"')
@@ -118,7 +133,7 @@ class DockerSandbox(Sandbox):
 
     def __init__(self, limits: SandboxLimits | None = None, *, image: str | None = None,
                  profile: str = "python", runtime: str | None = None, client=None,
-                 network: str = "none") -> None:
+                 network: str = "none", fork_server: bool = True) -> None:
         super().__init__(limits)
         self.client = client or docker_client()
         self.image = image or default_image(profile)
@@ -133,6 +148,66 @@ class DockerSandbox(Sandbox):
         self.restarts = 0
         self.container = self.client.containers.run(self.image, **self._container_options())
         self.id: str = self.container.id
+        self._exec_ids: dict[int, str] = {}
+        self.fork = ForkServerSlot(self._start_server, enabled=fork_server)
+        self.fork.get()  # warm: the server starts with the sandbox
+
+    # -- the fork server ------------------------------------------------------------------
+    def _start_server(self) -> ForkServer:
+        exec_id = self.api.exec_create(self.id, server_argv(as_init=False), stdin=True, stdout=True,
+                                       stderr=True, user=SANDBOX_USER, workdir="/", environment=_ENV)["Id"]
+        sock = self.api.exec_start(exec_id, socket=True)
+        transport = DockerExecTransport(sock)
+        try:
+            server = ForkServer(transport)
+        except BaseException:
+            transport.close()
+            raise
+        self._exec_ids[id(server)] = exec_id
+        return server
+
+    @property
+    def fork_server_up(self) -> bool:
+        """Whether the fork server is up (execs take the fast path)."""
+        return self.fork.up
+
+    @property
+    def fork_stats(self) -> dict[str, int]:
+        return self.fork.stats
+
+    @property
+    def fork_server_pid(self) -> int | None:
+        """The host pid of the fork server, when it is up."""
+        if not self.fork.up:
+            return None
+        try:
+            return self.api.exec_inspect(self._exec_ids[id(self.fork.server)]).get("Pid") or None
+        except Exception:
+            return None
+
+    def _fork_exec(self, server: ForkServer, argv: list[str], stdin: bytes | None, timeout: float,
+                   *, kill_first: bool = False, output_bytes: int | None = None,
+                   output_kill_bytes: int | None = None) -> ExecResult | None:
+        """``argv`` through the server; None when it never started (the caller falls back)."""
+        start = time.monotonic()
+        try:
+            run = server.run(argv, env=_ENV, cwd=WORKDIR, stdin=stdin, timeout=timeout,
+                             output_bytes=output_bytes or self.limits.output_bytes,
+                             output_kill_bytes=output_kill_bytes or self.limits.output_kill_bytes,
+                             oom_score_adj=1000, kill_first=kill_first)
+        except ServerLost as lost:
+            self.fork.lost()
+            if not lost.started:
+                return None
+            # the command killed the server (kill -9 -1) or wedged it: kill what is left from
+            # outside; the next exec starts a new server
+            self._kill_all()
+            timed_out = "kill" in str(lost)
+            return ExecResult("", "", None, "timeout" if timed_out else "killed", time.monotonic() - start,
+                              message=f"the command took down the sandbox's exec server ({lost}); "
+                                      "it was killed and the server restarted")
+        self.fork.stats["fork_execs"] += 1
+        return self._result(run.out, run.err, run.exit_code, run.timed_out, run.flooded, timeout, start)
 
     def _container_options(self) -> dict:
         import docker
@@ -175,6 +250,17 @@ class DockerSandbox(Sandbox):
 
     # -- exec -----------------------------------------------------------------------------
     def _exec(self, argv: list[str], stdin: bytes | None, timeout: float) -> ExecResult:
+        server = self.fork.get()
+        if server is not None:
+            result = self._fork_exec(server, argv, stdin, timeout)
+            if result is not None:
+                return result
+        if self.fork.enabled:
+            self.fork.stats["fallback_execs"] += 1
+        return self._docker_exec(argv, stdin, timeout)
+
+    def _docker_exec(self, argv: list[str], stdin: bytes | None, timeout: float) -> ExecResult:
+        """The path without a fork server: one ``docker exec`` per command."""
         start = time.monotonic()
         deadline = start + timeout
         out, err = CappedBuffer(self.limits.output_bytes), CappedBuffer(self.limits.output_bytes)
@@ -196,6 +282,10 @@ class DockerSandbox(Sandbox):
         if timed_out or flooded:
             self._kill_all()
         exit_code = None if (timed_out or flooded) else self._exit_code(exec_id)
+        return self._result(out, err, exit_code, timed_out, flooded, timeout, start)
+
+    def _result(self, out: CappedBuffer, err: CappedBuffer, exit_code: int | None, timed_out: bool,
+                flooded: bool, timeout: float, start: float) -> ExecResult:
         oom = (not timed_out and exit_code is not None and exit_code >= 128) and self._oom_happened()
         status = classify_exit(exit_code, timed_out=timed_out, oom=oom, killed=flooded)
         message = ""
@@ -302,6 +392,7 @@ class DockerSandbox(Sandbox):
     def _restart(self) -> None:
         """Kill the container (all its processes) and start it again with fresh tmpfs."""
         self.restarts += 1
+        self.fork.lost()
         try:
             self.api.kill(self.id)
         except Exception:
@@ -371,10 +462,24 @@ class DockerSandbox(Sandbox):
 
     # -- lifetime -------------------------------------------------------------------------
     def _reset(self) -> None:
+        self.fork.retry()
+        server = self.fork.get()
+        if server is not None:
+            try:
+                server.renew()
+            except ServerLost:
+                server = None
+                self.fork.lost()
+        if server is not None:
+            # kill every process of the sandbox user but the server, then wipe as that user
+            res = self._fork_exec(server, ["/bin/sh", "-c", _WIPE], None, 10.0, kill_first=True)
+            if res is not None and res.status == "ok":
+                return
         if self._run_quick(["/bin/sh", "-c", _RESET], timeout=10.0) != 0:
             self._restart()
 
     def _close(self) -> None:
+        self.fork.close()
         try:
             self.api.remove_container(self.id, force=True, v=True)
         except Exception as err:

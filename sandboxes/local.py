@@ -9,6 +9,16 @@ is pid 2 of its own pid namespace, so when it returns (or the deadline kills bwr
 kills every process it left, ``setsid`` or not. When the runner is root the sandbox runs as
 ``nobody`` (uid 65534), so it cannot signal or read what the runner owns.
 
+Fork server (bubblewrap only): when the sandbox is made, one long-lived bwrap starts a fork
+server (:mod:`turngym.sandboxes.forkserver`) as pid 1 of the sandbox's pid namespace, and every
+exec is a fork of it — no bwrap start, and for ``python3 -c``/``python3 FILE`` no interpreter
+start either. Nothing inside can signal pid 1 (the kernel drops SIGKILL/SIGSTOP sent to a
+namespace's init from inside), it is non-dumpable, and when a command returns it kills every
+other process of the namespace. ``/tmp`` and ``/dev/shm`` then live as long as the server (an
+episode): reset kills every process but the server and wipes ``/work``, ``/tmp`` and
+``/dev/shm``. Without a server (``fork_server=False``, or it could not start) each exec starts
+its own bwrap as below, and ``fork_stats["fallback_execs"]`` counts it.
+
 Limits come from rlimits set before bwrap starts: RLIMIT_AS (memory), RLIMIT_NPROC (pids),
 RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE=0. The deadline and the output caps are enforced by
 this process, which reads the pipes while the command runs and kills the process group.
@@ -39,6 +49,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import weakref
 from functools import lru_cache
 from typing import Literal
 
@@ -53,8 +64,27 @@ from turngym.sandboxes.base import (
     decode_output,
 )
 from turngym.sandboxes.errors import SandboxError, SandboxUnavailable, UnsafePath
+from turngym.sandboxes.forkserver import (
+    ForkServer,
+    ForkServerSlot,
+    PipeTransport,
+    ServerLost,
+    server_argv,
+)
 
-__all__ = ["LocalSandbox", "bwrap_available", "NOBODY_UID"]
+__all__ = ["LocalSandbox", "bwrap_available", "NOBODY_UID", "fork_server_pids"]
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+_WIPE = ("chmod -R u+rwX /work /tmp /dev/shm 2>/dev/null; "
+         "find /work /tmp /dev/shm -mindepth 1 -delete")
+
+
+def fork_server_pids() -> set[int]:
+    """Host pids of every live local fork server and its bwrap (for leak checks)."""
+    pids: set[int] = set()
+    for sb in list(_LIVE):
+        pids |= sb.fork_server_pids
+    return pids
 
 NOBODY_UID = 65534
 Isolation = Literal["auto", "bwrap", "rlimits"]
@@ -130,7 +160,7 @@ class LocalSandbox(Sandbox):
     """A sandbox on this machine: bubblewrap namespaces + rlimits (see module docstring)."""
 
     def __init__(self, limits: SandboxLimits | None = None, *, isolation: Isolation = "auto",
-                 python: str = SANDBOX_PYTHON) -> None:
+                 python: str = SANDBOX_PYTHON, fork_server: bool = True) -> None:
         super().__init__(limits)
         if isolation == "auto":
             isolation = "bwrap" if bwrap_available() else "rlimits"
@@ -146,6 +176,90 @@ class LocalSandbox(Sandbox):
         if self._drop:
             os.chown(self._workdir, NOBODY_UID, NOBODY_UID)
         os.chmod(self._workdir, 0o700)
+        self._server_proc: subprocess.Popen | None = None
+        # the server needs bwrap's pid namespace: with rlimits only, kill(-1) would reach the host
+        self.fork = ForkServerSlot(self._start_server, enabled=fork_server and isolation == "bwrap")
+        _LIVE.add(self)
+        self.fork.get()  # warm: the server starts with the sandbox
+
+    # -- the fork server ------------------------------------------------------------------
+    def _start_server(self) -> ForkServer:
+        self._stop_server_proc()
+        full, _, _ = self._argv(server_argv(as_init=True), as_init=True)
+        rlimits = self._rlimits()
+
+        def preexec() -> None:
+            for res, value in rlimits:
+                resource.setrlimit(res, (value, value))
+
+        proc = subprocess.Popen(full, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=preexec, close_fds=True, **self._drop)
+        self._server_proc = proc
+        try:
+            return ForkServer(PipeTransport(proc))
+        except BaseException:
+            self._stop_server_proc()
+            raise
+
+    def _stop_server_proc(self) -> None:
+        """Kill the server's bwrap: its pid namespace and everything in it goes."""
+        proc, self._server_proc = self._server_proc, None
+        if proc is None:
+            return
+        for pid in _children(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        proc.wait()
+
+    @property
+    def fork_server_up(self) -> bool:
+        """Whether the fork server is up (execs take the fast path)."""
+        return self.fork.up
+
+    @property
+    def fork_stats(self) -> dict[str, int]:
+        return self.fork.stats
+
+    @property
+    def fork_server_pids(self) -> set[int]:
+        """Host pids of the server's bwrap and of the server (pid 1 inside)."""
+        proc = self._server_proc
+        if proc is None or proc.poll() is not None:
+            return set()
+        return {proc.pid, *_children(proc.pid)}
+
+    def _fork_exec(self, server: ForkServer, argv: list[str], stdin: bytes | None, timeout: float,
+                   *, kill_first: bool = False) -> ExecResult | None:
+        """``argv`` through the server; None when it never started (the caller falls back)."""
+        start = time.monotonic()
+        env = {"PATH": _PATH, "HOME": WORKDIR, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        try:
+            run = server.run(argv, env=env, cwd=WORKDIR, stdin=stdin, timeout=timeout,
+                             output_bytes=self.limits.output_bytes,
+                             output_kill_bytes=self.limits.output_kill_bytes, kill_first=kill_first)
+        except ServerLost as lost:
+            self.fork.lost()
+            self._stop_server_proc()  # from outside: the namespace and all in it are gone
+            if not lost.started:
+                return None
+            timed_out = "kill" in str(lost)
+            return ExecResult("", "", None, "timeout" if timed_out else "killed", time.monotonic() - start,
+                              message=f"the sandbox's exec server was lost ({lost}); everything in"
+                                      " the sandbox was killed and the server restarted")
+        self.fork.stats["fork_execs"] += 1
+        return self._result(run.out, run.err, run.exit_code, run.timed_out, run.flooded, timeout, start)
 
     @property
     def host_workdir(self) -> str:
@@ -153,14 +267,17 @@ class LocalSandbox(Sandbox):
         return self._workdir
 
     # -- exec -----------------------------------------------------------------------------
-    def _argv(self, argv: list[str]) -> tuple[list[str], str | None, dict[str, str]]:
+    def _argv(self, argv: list[str], *, as_init: bool = False) -> tuple[list[str], str | None, dict[str, str]]:
         env = {"PATH": _PATH, "HOME": WORKDIR, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
         if self.isolation == "rlimits":
             # No mount namespace: /work is the host temp dir; rewrite the paths we hand out.
             env["HOME"] = self._workdir
             return argv, self._workdir, env
         tmp_bytes = str(self.limits.workdir_mb * 1024 * 1024)
-        args = ["bwrap", "--unshare-all", *_no_nested_userns(), "--die-with-parent", "--new-session",
+        # the server's bwrap does not die with the thread that started it (a pool worker may
+        # exit); it goes when its stdin closes, i.e. with this process
+        lifetime = ["--as-pid-1"] if as_init else ["--die-with-parent"]
+        args = ["bwrap", "--unshare-all", *_no_nested_userns(), *lifetime, "--new-session",
                 "--hostname", "sandbox", "--cap-drop", "ALL",
                 "--ro-bind", "/usr", "/usr", *_merged_usr_args()]
         for name in _ETC_FILES:
@@ -180,6 +297,17 @@ class LocalSandbox(Sandbox):
                 (resource.RLIMIT_NOFILE, lim.open_files), (resource.RLIMIT_CORE, 0)]
 
     def _exec(self, argv: list[str], stdin: bytes | None, timeout: float) -> ExecResult:
+        server = self.fork.get()
+        if server is not None:
+            result = self._fork_exec(server, argv, stdin, timeout)
+            if result is not None:
+                return result
+        if self.fork.enabled:
+            self.fork.stats["fallback_execs"] += 1
+        return self._spawn_exec(argv, stdin, timeout)
+
+    def _spawn_exec(self, argv: list[str], stdin: bytes | None, timeout: float) -> ExecResult:
+        """The path without a fork server: one bwrap (or rlimited process) per command."""
         full, cwd, env = self._argv(argv)
         start = time.monotonic()
         rlimits = self._rlimits()
@@ -209,6 +337,10 @@ class LocalSandbox(Sandbox):
             code = proc.returncode
         self._kill_stragglers(proc)
         exit_code = None if (timed_out or flooded) else (128 - code if code < 0 else code)
+        return self._result(out, err_buf, exit_code, timed_out, flooded, timeout, start)
+
+    def _result(self, out: CappedBuffer, err_buf: CappedBuffer, exit_code: int | None,
+                timed_out: bool, flooded: bool, timeout: float, start: float) -> ExecResult:
         oom = exit_code not in (0, None) and bool(_OOM_TEXT.search(err_buf.getvalue()[-4096:]))
         status = classify_exit(exit_code, timed_out=timed_out, oom=oom, killed=flooded)
         message = ""
@@ -369,7 +501,26 @@ class LocalSandbox(Sandbox):
                 os.unlink(path)
 
     def _reset(self) -> None:
-        self._wipe()  # no process outlives an exec, so only the files are left
+        self.fork.retry()
+        server = self.fork.get()
+        if server is not None:
+            try:
+                server.renew()
+            except ServerLost:
+                server = None
+                self.fork.lost()
+                self._stop_server_proc()
+        if server is not None:
+            # kill every process of the namespace but the server; wipe /work, /tmp, /dev/shm
+            res = self._fork_exec(server, ["/bin/sh", "-c", _WIPE], None, 10.0, kill_first=True)
+            if res is not None and res.status == "ok":
+                return
+            self.fork.lost()
+            self._stop_server_proc()  # a fresh namespace has a fresh /tmp and /dev/shm
+        self._wipe()  # without a server no process outlives an exec: only the files are left
 
     def _close(self) -> None:
+        self.fork.close()
+        self._stop_server_proc()
+        _LIVE.discard(self)
         shutil.rmtree(self._workdir, ignore_errors=True)

@@ -99,12 +99,15 @@ def sandbox(backend, request):
 
 
 def sandbox_processes(sb) -> list[str]:
-    """Processes of the sandbox user still alive (should be none between execs)."""
+    """Processes of the sandbox user still alive (should be none between execs), but for the
+    fork servers (the one process a sandbox keeps between execs, by design)."""
     from turngym.sandboxes.local import LocalSandbox as _Local
+    from turngym.sandboxes.local import fork_server_pids
 
     if isinstance(sb, _Local):
         if os.geteuid() != 0:
             return []  # the sandbox runs as our own uid: nothing to tell apart
+        servers = fork_server_pids()
         found = []
         for entry in os.listdir("/proc"):
             if entry.isdigit():
@@ -115,14 +118,17 @@ def sandbox_processes(sb) -> list[str]:
                     with open(f"/proc/{entry}/cgroup") as f:
                         if "docker" in f.read():
                             continue  # a Docker sandbox's keeper also runs as nobody
+                    if int(entry) in servers:
+                        continue
                     if os.stat(f"/proc/{entry}").st_uid == NOBODY_UID:
                         with open(f"/proc/{entry}/cmdline", "rb") as f:
                             found.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
                 except OSError:
                     continue
         return found
+    server = str(sb.fork_server_pid)
     top = sb.api.top(sb.id, ps_args="-o uid,pid,args")
-    return [" ".join(p) for p in top.get("Processes") or [] if p[0] == "1000"]
+    return [" ".join(p) for p in top.get("Processes") or [] if p[0] == "1000" and p[1] != server]
 
 
 @pytest.fixture
@@ -156,7 +162,11 @@ def after():
         while (left := sandbox_processes(sb)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert left == []
+        via_server = sb.fork_stats["fork_execs"]
         nxt = sb.exec("echo next")
         assert (nxt.status, nxt.stdout) == ("ok", "next\n")
+        # the suite runs through the fork server: the next command went through it too
+        assert sb.fork_stats["fork_execs"] == via_server + 1 and sb.fork_server_up
+        assert sb.fork_stats["fallback_execs"] == 0
 
     return check
