@@ -73,6 +73,8 @@ SANDBOX_USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
 KEEPER_USER = "65534:65534"
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKDIR, "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1"}
+# what a `docker exec` through the wrapper below gives a command (Docker adds HOSTNAME, sh PWD)
+_FORK_ENV = {**_ENV, "HOSTNAME": "sandbox", "PWD": WORKDIR}
 # "$@" runs the command; then every other process of the sandbox user is killed (kill(-1)
 # never signals the caller), so nothing the command started outlives the exec.
 _WRAPPER = '"$@"; rc=$?; kill -9 -1 2>/dev/null; exit $rc'
@@ -191,7 +193,7 @@ class DockerSandbox(Sandbox):
         """``argv`` through the server; None when it never started (the caller falls back)."""
         start = time.monotonic()
         try:
-            run = server.run(argv, env=_ENV, cwd=WORKDIR, stdin=stdin, timeout=timeout,
+            run = server.run(argv, env=_FORK_ENV, cwd=WORKDIR, stdin=stdin, timeout=timeout,
                              output_bytes=output_bytes or self.limits.output_bytes,
                              output_kill_bytes=output_kill_bytes or self.limits.output_kill_bytes,
                              oom_score_adj=1000, kill_first=kill_first)

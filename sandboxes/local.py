@@ -244,7 +244,9 @@ class LocalSandbox(Sandbox):
                    *, kill_first: bool = False) -> ExecResult | None:
         """``argv`` through the server; None when it never started (the caller falls back)."""
         start = time.monotonic()
-        env = {"PATH": _PATH, "HOME": WORKDIR, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        # what the per-exec bwrap gives a command (bwrap's --chdir also sets PWD)
+        env = {"PATH": _PATH, "HOME": WORKDIR, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+               "PWD": WORKDIR}
         try:
             run = server.run(argv, env=env, cwd=WORKDIR, stdin=stdin, timeout=timeout,
                              output_bytes=self.limits.output_bytes,

@@ -61,14 +61,14 @@ def no_containers_left_after_session():
         assert not left, f"sandbox containers left behind: {left}"
 
 
-def make_backend(name: str, limits: SandboxLimits = LIMITS):
+def make_backend(name: str, limits: SandboxLimits = LIMITS, **options):
     if name == "docker":
         from turngym.sandboxes.docker import DockerSandbox
 
-        return DockerSandbox(limits)
+        return DockerSandbox(limits, **options)
     if not bwrap_available():
         pytest.skip("bubblewrap is not usable here (apt-get install bubblewrap)")
-    return LocalSandbox(limits, isolation="bwrap")
+    return LocalSandbox(limits, isolation="bwrap", **options)
 
 
 @pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
@@ -141,14 +141,20 @@ def new_sandbox(backend):
     """A factory of extra sandboxes of the test's backend, closed at the end of the test."""
     made = []
 
-    def factory(limits: SandboxLimits = LIMITS):
-        sb = make_backend(backend, limits)
+    def factory(limits: SandboxLimits = LIMITS, **options):
+        sb = make_backend(backend, limits, **options)
         made.append(sb)
         return sb
 
     yield factory
     for sb in made:
         sb.close()
+
+
+@pytest.fixture
+def leftover_processes():
+    """``leftover_processes(sb)``: the sandbox user's processes alive but the fork server."""
+    return sandbox_processes
 
 
 @pytest.fixture
