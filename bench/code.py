@@ -9,6 +9,9 @@ Measures, per sandbox backend, in one run:
 - with ``--compare REF``, only the grading latency, paired: the grader at git ``REF`` and the one
   checked out grade each task in turn on the same warm sandbox (the order alternating), so both
   see the same load (``python bench/code.py --compare 3a5b028^ --rounds 2``);
+- with ``--fork-server``, only the grading latency, paired: each task graded in turn on a warm
+  sandbox with its fork server and on one without (one ``docker exec`` / bubblewrap start per
+  exec, the path before #22), the order alternating (``python bench/code.py --fork-server``);
 - episode throughput (episodes/s) of the scripted policies "reference" (submit the reference
   solution) and "buggy" (submit the wrong solution; one submission allowed) at 16 concurrent
   episodes (16 environments in threads, each with its own warm episode sandbox, sharing a
@@ -105,6 +108,33 @@ def compare_latency(backend: str, old_grade, rounds: int) -> dict:
             "paired_ratio": statistics.median(ratios), "load": (min(loads), max(loads))}
 
 
+def fork_server_latency(backend: str, rounds: int) -> dict:
+    """Paired per-task grading latency with and without the sandbox's fork server."""
+    tasks = load_code_suite().split("test")
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    loads = []
+    with make_sandbox(backend, fork_server=False) as old, make_sandbox(backend) as new:
+        assert new.fork_server_up
+        for sb in (old, new):
+            sb.python("pass")  # warm
+        for r in range(rounds):
+            for i, task in enumerate(tasks):
+                meta = task.metadata
+                order = [("before", old), ("after", new)] if (i + r) % 2 else [("after", new), ("before", old)]
+                for label, sb in order:
+                    t0 = time.perf_counter()
+                    out = grade(sb, task.answer, meta["tests"], meta["entry_point"], context=task.prompt)
+                    times[label].append(time.perf_counter() - t0)
+                    assert out.all_passed, (label, task.id)
+                    sb.reset()
+            loads.append(os.getloadavg()[0])
+        assert new.fork_stats["fallback_execs"] == 0, new.fork_stats
+    ratios = [a / b for a, b in zip(times["after"], times["before"])]
+    return {**{f"{k}_p50": statistics.median(v) for k, v in times.items()},
+            **{f"{k}_p95": _pct(v, 0.95) for k, v in times.items()},
+            "paired_ratio": statistics.median(ratios), "load": (min(loads), max(loads))}
+
+
 def _policy_reply(env: CodeEnv, policy: str) -> str:
     if policy == "reference":
         return env.expert_reply()
@@ -146,7 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results/code.md")
     parser.add_argument("--compare", metavar="REF", help="paired grading latency against the grader at git REF")
     parser.add_argument("--rounds", type=int, default=1, help="passes over the tasks with --compare")
+    parser.add_argument("--fork-server", action="store_true",
+                        help="paired grading latency with and without the sandbox fork server")
     args = parser.parse_args(argv)
+    if args.fork_server:
+        print("| backend | rounds | no server p50 / p95 | fork server p50 / p95 | after / before "
+              "(p50; median of paired ratios) | load avg (1 min) |\n|---|---|---|---|---|---|")
+        for backend in args.backends:
+            c = fork_server_latency(backend, args.rounds)
+            print(f"| {backend} | {args.rounds} | {c['before_p50'] * 1000:.0f} / {c['before_p95'] * 1000:.0f} ms | "
+                  f"{c['after_p50'] * 1000:.0f} / {c['after_p95'] * 1000:.0f} ms | "
+                  f"{c['after_p50'] / c['before_p50']:.2f}x; {c['paired_ratio']:.2f}x | "
+                  f"{c['load'][0]:.1f}-{c['load'][1]:.1f} |", flush=True)
+        return 0
     if args.compare:
         old_grade = grader_at(args.compare)
         print("| backend | rounds | before p50 / p95 | after p50 / p95 | floor p50 | after / before "

@@ -1,4 +1,4 @@
-"""``turngym sandbox build-image`` and ``turngym sandbox prune``."""
+"""``turngym sandbox status``, ``turngym sandbox build-image`` and ``turngym sandbox prune``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ USER_ERRORS = (SandboxUnavailable, ImageBuildError)
 
 
 def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser("sandbox", help="build the sandbox image, prune leftover containers")
+    parser = subparsers.add_parser("sandbox", help="sandbox status (fork servers), build the image, prune leftovers")
     sub = parser.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND", required=True)
+
+    status = sub.add_parser("status", help="start a sandbox of each backend: is its fork server up, how fast is an exec")
+    status.add_argument("--backend", choices=["local", "docker"], action="append",
+                        help="backend to check (repeatable); default: both")
+    status.set_defaults(func=_status)
 
     build = sub.add_parser("build-image", help="build the Docker sandbox image from debootstrap (idempotent)")
     build.add_argument("--profile", default="python", help="image profile (python, lean); default python")
@@ -23,6 +28,32 @@ def add_commands(subparsers) -> None:
     prune = sub.add_parser("prune", help="remove sandbox containers left by dead runs")
     prune.add_argument("--all", action="store_true", help="remove every turngym sandbox container")
     prune.set_defaults(func=_prune)
+
+
+def _status(args: argparse.Namespace) -> int:
+    import statistics
+    import time
+
+    from turngym.sandboxes import make_sandbox
+
+    for backend in args.backend or ["local", "docker"]:
+        try:
+            sb = make_sandbox(backend)
+        except SandboxUnavailable as err:
+            print(f"{backend}: unavailable ({err})")
+            continue
+        with sb:
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                result = sb.python("print(1)")
+                times.append((time.perf_counter() - t0) * 1000)
+            server = "up" if sb.fork_server_up else "down (execs take the slower path)"
+            detail = f"; {sb.fork.last_error}" if getattr(sb, "fork", None) and sb.fork.last_error else ""
+            isolation = getattr(sb, "isolation", "container")
+            print(f"{backend} ({isolation}): fork server {server}{detail}; python exec p50 "
+                  f"{statistics.median(times):.1f} ms ({result.status}); {sb.fork_stats}")
+    return 0
 
 
 def _build_image(args: argparse.Namespace) -> int:
