@@ -112,7 +112,12 @@ class OptimConfig(BaseModel):
 
     model_config = _STRICT
     lr: float = 1e-5
-    """AdamW learning rate."""
+    """AdamW learning rate (the peak, when a schedule is set)."""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """How the rate changes over ``run.steps``: constant, or a linear / cosine decay to 0 at the
+    last step (settles the final policy instead of ending on a noisy update)."""
+    warmup_steps: int = Field(0, ge=0)
+    """Training steps of linear warm-up to ``lr`` before the schedule."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     grad_clip: float = 1.0

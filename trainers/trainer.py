@@ -74,6 +74,7 @@ from turngym.trainers.rows import (
     token_logprobs,
 )
 from turngym.trainers.sampling import fill_to_targets, informative_group_mask, overlong_penalty
+from turngym.trainers.schedules import lr_at
 
 __all__ = ["Trainer", "resolve_device", "ppo_update"]
 
@@ -507,6 +508,10 @@ class Trainer:
             adv, rows = np.zeros(0), []
         metrics["train/rows"] = len(rows)
         metrics["train/advantage_abs_mean"] = float(np.mean(np.abs(adv))) if len(adv) else 0.0
+        optim = self.config.optim
+        metrics["train/lr"] = lr_at(self.step, self.config.run.steps, optim.lr, optim.lr_schedule, optim.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = metrics["train/lr"]
         if rows or self.dist.world_size > 1:  # every rank joins the update's collectives
             metrics.update(ppo_update(self.train_model, self.optimizer, rows, self.config, self.pad_id, self.device,
                                       self.np_rng, self.ref_model, dist=self.dist,
