@@ -9,8 +9,21 @@ Side by side in one run, for each model and batch size:
 both forced to produce exactly ``--new-tokens`` tokens per row (EOS ignored), best of
 ``--repeats``. Reports tokens/s and the ratio ours / baseline.
 
+Then, for each model (#21):
+
+- **Multi-turn with vs without KV reuse**: ``--episodes`` episodes of ``--turns`` turns; each
+  turn's prompt is the last prompt + the sampled ids + a new observation message (token-in/
+  token-out), generated with KV reuse; the last turn's prompts are then generated again by a
+  policy with ``reuse_kv=False`` (what every turn cost before). Reports the last turn's time
+  both ways, the ratio, and the largest logprob difference between the two.
+- **Decode at batch 32 vs the matmul limit**: decode time = generate(1 + N tokens) minus
+  generate(1 token) at batch 32; model FLOP/s = 2 x (parameters the forward multiplies by: all
+  but the input embedding, plus the LM head) per token; the limit = the best fp32 GFLOP/s of a
+  square ``torch.mm`` at the same thread count. Reports the fraction.
+
     python bench/generation.py                       # tiny and smollm2, batches 1 8 32
     python bench/generation.py --models tiny --batches 1 8 --out /tmp/gen.md
+    python bench/generation.py --models smollm2 --threads 1 --only multiturn decode
 """
 
 from __future__ import annotations
@@ -81,6 +94,98 @@ def time_baseline(policy: HFPolicy, prompts, new_tokens: int) -> float:
     return elapsed
 
 
+OBSERVATION = "The board is now:\n#######\n#  .  #\n# $@$ #\n#  .  #\n#######\nYou pushed a box. {turn} moves so far."
+
+
+def observation_ids(tokenizer, turn: int, episode: int) -> list[int]:
+    """A new user message (a Sokoban-like board) as token ids, ending in the generation prompt."""
+    text = OBSERVATION.format(turn=turn) + f" (episode {episode})"
+    return list(tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                              add_generation_prompt=True, return_dict=False))
+
+
+def multi_turn(spec: str, model, tokenizer, episodes: int, turns: int, new_tokens: int) -> dict:
+    """The last turn of token-in/token-out episodes, with KV reuse vs a fresh prefill."""
+    reuse = HFPolicy(model, tokenizer, max_batch_size=episodes)
+    fresh = HFPolicy(model, tokenizer, max_batch_size=episodes, reuse_kv=False)
+    for policy in (reuse, fresh):
+        policy.eos_token_ids = frozenset()  # every reply new_tokens long: both sides do the same work
+    newline = tokenizer.encode("\n", add_special_tokens=False)
+    prompts = prompts_for(tokenizer, episodes)
+    times = []
+    for turn in range(turns):
+        sampling = SamplingParams(temperature=1.0, max_tokens=new_tokens, seeds=[1000 * turn + i for i in range(episodes)])
+        start = time.perf_counter()
+        got = reuse.generate(prompts, sampling)
+        times.append(time.perf_counter() - start)
+        if turn < turns - 1:
+            prompts = [p + c.token_ids + newline + observation_ids(tokenizer, turn, i)
+                       for i, (p, c) in enumerate(zip(prompts, got))]
+    start = time.perf_counter()
+    want = fresh.generate(prompts, sampling)
+    fresh_s = time.perf_counter() - start
+    same = [a.token_ids == b.token_ids for a, b in zip(got, want)]
+    dlogp = max(abs(x - y) for a, b in zip(got, want) for x, y in zip(a.logprobs, b.logprobs))
+    result = {"spec": spec, "episodes": episodes, "turns": turns, "prompt_tokens": sum(map(len, prompts)) / episodes,
+              "reuse_s": times[-1], "fresh_s": fresh_s, "all_turns_s": sum(times),
+              "same_ids": all(same), "max_dlogp": dlogp, "load": os.getloadavg()[0]}
+    print(f"{spec:8s} turn {turns}, {episodes} episodes, {result['prompt_tokens']:.0f} prompt tokens each: "
+          f"KV reuse {times[-1]:.2f} s, fresh prefill {fresh_s:.2f} s, {fresh_s / times[-1]:.2f}x; "
+          f"ids equal {all(same)}, max |dlogp| {dlogp:.2e} (load {result['load']:.2f})", flush=True)
+    return result
+
+
+def matmul_limit(size: int = 1024, repeats: int = 5) -> float:
+    """Best fp32 FLOP/s of a square torch.mm at the current thread count."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def forward_params(model) -> int:
+    """Parameters one decode step multiplies by: all but the input embedding (a lookup), plus
+    the LM head (the embedding matrix again when tied)."""
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())
+    return total - embed.numel() + (head.numel() if head is embed else 0)
+
+
+def decode_fraction(spec: str, model, tokenizer, batch: int, new_tokens: int, repeats: int) -> dict:
+    """Decode FLOP/s at ``batch`` as a fraction of the measured matmul limit. Decode time: from
+    the end of the prefill forward to the end of ``generate`` (sampling included), best of
+    ``repeats``."""
+    policy = HFPolicy(model, tokenizer, max_batch_size=batch, reuse_kv=False)
+    policy.eos_token_ids = frozenset()
+    prompts = prompts_for(tokenizer, batch)
+    ends: list[float] = []
+    hook = model.register_forward_hook(lambda *_: ends.append(time.perf_counter()))
+    try:
+        times = []
+        for _ in range(repeats):
+            ends.clear()
+            time_ours(policy, prompts, 1 + new_tokens)
+            times.append(time.perf_counter() - ends[0])
+    finally:
+        hook.remove()
+    decode_s = min(times)
+    flops = 2 * forward_params(model) * batch * new_tokens / decode_s
+    limit = matmul_limit()
+    result = {"spec": spec, "batch": batch, "decode_tok_s": batch * new_tokens / decode_s, "gflops": flops / 1e9,
+              "limit_gflops": limit / 1e9, "fraction": flops / limit, "load": os.getloadavg()[0]}
+    print(f"{spec:8s} decode at batch {batch}: {result['decode_tok_s']:.1f} tok/s, {flops / 1e9:.1f} GFLOP/s "
+          f"of a measured {limit / 1e9:.1f} GFLOP/s matmul limit = {flops / limit:.0%} (load {result['load']:.2f})",
+          flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["tiny", "smollm2"])
@@ -88,15 +193,26 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--episodes", type=int, default=8, help="episodes in the multi-turn comparison")
+    parser.add_argument("--turns", type=int, default=8, help="the turn whose generation is compared")
+    parser.add_argument("--decode-batch", type=int, default=32)
+    parser.add_argument("--only", nargs="+", choices=["batches", "multiturn", "decode"],
+                        default=["batches", "multiturn", "decode"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "generation.md"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     load_before = os.getloadavg()[0]
-    rows = []
+    rows, turns, decodes = [], [], []
     for spec in args.models:
         model, tokenizer = load_model(spec)
+        if "multiturn" in args.only:
+            turns.append(multi_turn(spec, model, tokenizer, args.episodes, args.turns, args.new_tokens))
+        if "decode" in args.only:
+            decodes.append(decode_fraction(spec, model, tokenizer, args.decode_batch, args.new_tokens, args.repeats))
+        if "batches" not in args.only:
+            continue
         policy = HFPolicy(model, tokenizer, max_batch_size=max(args.batches))
         policy.eos_token_ids = frozenset()  # fixed-length runs, so both sides make the same tokens
         params = sum(p.numel() for p in model.parameters())
@@ -125,6 +241,32 @@ def main() -> None:
     ]
     for spec, params, batch, ours, base, ratio in rows:
         lines.append(f"| {spec} | {params / 1e6:.2f}M | {batch} | {ours:.1f} | {base:.1f} | {ratio:.2f}x |")
+    if turns:
+        lines += [
+            "",
+            f"## Multi-turn: turn {args.turns} with vs without KV reuse",
+            "",
+            f"{args.new_tokens} tokens per reply, token-in/token-out prompts (last prompt + sampled ids + a "
+            "board observation); the last turn generated with the held caches, then again by a "
+            "`reuse_kv=False` policy.",
+            "",
+            "| model | episodes | prompt tokens | KV reuse s | fresh prefill s | ratio | ids equal | max abs dlogp | "
+            "all turns with reuse s | load |",
+            "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        ]
+        lines += [f"| {r['spec']} | {r['episodes']} | {r['prompt_tokens']:.0f} | {r['reuse_s']:.2f} | "
+                  f"{r['fresh_s']:.2f} | {r['fresh_s'] / r['reuse_s']:.2f}x | {r['same_ids']} | "
+                  f"{r['max_dlogp']:.1e} | {r['all_turns_s']:.2f} | {r['load']:.2f} |" for r in turns]
+    if decodes:
+        lines += [
+            "",
+            f"## Decode at batch {args.decode_batch} vs the fp32 matmul limit",
+            "",
+            "| model | decode tok/s | model GFLOP/s | matmul limit GFLOP/s | fraction | load |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {r['spec']} | {r['decode_tok_s']:.1f} | {r['gflops']:.1f} | {r['limit_gflops']:.1f} | "
+                  f"{r['fraction']:.0%} | {r['load']:.2f} |" for r in decodes]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
