@@ -108,6 +108,14 @@ def sandbox_processes(sb) -> list[str]:
         if os.geteuid() != 0:
             return []  # the sandbox runs as our own uid: nothing to tell apart
         servers = fork_server_pids()
+        own_ns = None  # with a fork server, the sandbox's processes are those of its pid namespace
+        for pid in sb.fork_server_pids:
+            try:
+                ns = os.readlink(f"/proc/{pid}/ns/pid")
+            except OSError:
+                continue
+            if ns != os.readlink("/proc/self/ns/pid"):
+                own_ns = ns
         found = []
         for entry in os.listdir("/proc"):
             if entry.isdigit():
@@ -120,6 +128,8 @@ def sandbox_processes(sb) -> list[str]:
                             continue  # a Docker sandbox's keeper also runs as nobody
                     if int(entry) in servers:
                         continue
+                    if own_ns is not None and os.readlink(f"/proc/{entry}/ns/pid") != own_ns:
+                        continue  # another sandbox's (perhaps another test run's) process
                     if os.stat(f"/proc/{entry}").st_uid == NOBODY_UID:
                         with open(f"/proc/{entry}/cmdline", "rb") as f:
                             found.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
