@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from turngym.agents.policy import Completion
+from turngym.tools.parsers import PARSERS, detect_style
 
 __all__ = [
     "MEMORY_STRATEGIES",
@@ -69,6 +70,9 @@ class AgentConfig(BaseModel):
     """Token budget of a prompt: the oldest exchanges are dropped first until it fits."""
     tool_role: str = "tool"
     """Chat role of an environment answer to a turn that ran tool calls (tokenizer mode)."""
+    tool_call_style: str | None = None
+    """Tool-call syntax the model writes (a turngym.tools.parsers style), named to each environment
+    at reset; None: read from the tokenizer's chat template (detect_style), else hermes."""
 
 
 @dataclass
@@ -153,6 +157,9 @@ class Agent:
         if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
             raise ValueError("the tokenizer has no chat template; set tokenizer.chat_template or use a chat model")
         self._select = MEMORY_STRATEGIES[self.config.memory]
+        self.tool_call_style = self.config.tool_call_style or detect_style(tokenizer)
+        if self.tool_call_style not in PARSERS:
+            raise ValueError(f"unknown tool-call style {self.tool_call_style!r}; known: {', '.join(sorted(PARSERS))}")
         self._template_shows_tools: bool | None = None
 
     # -- the prompt ---------------------------------------------------------------------------

@@ -60,6 +60,8 @@ class ResetRequest:
     slot: int
     task: str | Task
     seed: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    """More reset options (``tool_call_style``: the syntax the agent's model writes)."""
 
 
 @dataclass
@@ -260,7 +262,7 @@ class ThreadEnvPool:
                 if not wanted:
                     _close_quietly(env)
                     raise TimeoutError("made the environment after the reset deadline")
-            obs, info = env.reset(seed=req.seed, options={"task": req.task})
+            obs, info = env.reset(seed=req.seed, options={**req.options, "task": req.task})
             base = env.unwrapped
             tools = [t.schema() for t in getattr(base, "tools", [])]
             return EnvResult(slot=req.slot, observation=obs, info=info,

@@ -213,7 +213,8 @@ class RolloutEngine:
         return [e.traj for e in episodes]
 
     def _reset(self, pool: EnvPool, episodes: list[_Episode], bar: Progress) -> None:
-        results = pool.reset([ResetRequest(e.slot, e.task, e.traj.seed) for e in episodes])
+        style = {"tool_call_style": self.agent.tool_call_style}  # the env reads the model's tool-call syntax
+        results = pool.reset([ResetRequest(e.slot, e.task, e.traj.seed, style) for e in episodes])
         for ep, res in zip(episodes, results):
             if res.error is not None:
                 self._fail(pool, ep, res.error, bar)

@@ -36,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from turngym.agents.policy import Completion, SamplingParams
-from turngym.tools.parsers import parse_tool_calls
+from turngym.tools.parsers import detect_style, parse_tool_calls
 
 __all__ = ["ChatService", "RequestError", "make_server"]
 
@@ -106,11 +106,12 @@ class _Batcher:
 class ChatService:
     """Turns OpenAI chat-completion requests into policy calls and responses."""
 
-    def __init__(self, policy: Any, model_name: str, tool_style: str = "hermes") -> None:
+    def __init__(self, policy: Any, model_name: str, tool_style: str | None = None) -> None:
         self.policy = policy
         self.tokenizer = policy.tokenizer
         self.model_name = model_name
-        self.tool_style = tool_style
+        # calls are read in the syntax the model's chat template teaches, unless told otherwise
+        self.tool_style = tool_style or detect_style(self.tokenizer, model_name)
         self.created = int(time.time())
         self._seeds = random.Random()
         self._batcher = _Batcher(policy)
