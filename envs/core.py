@@ -7,9 +7,11 @@ Observations and actions
 ------------------------
 - ``observation``: the new text the agent sees this turn (a tool result, the board, an error
   message). The first observation (from ``reset``) contains the task.
-- ``action``: the model's raw reply, as text. The environment parses it itself (usually with a
-  ``turngym.tools`` parser); a reply that cannot be parsed is answered with an error
-  observation and ``info["action_valid"] = False`` — never an exception.
+- ``action``: the model's raw reply, as text. An environment whose replies act through tools
+  reads them with the one tool contract, :func:`turngym.tools.dispatch` (parse -> validate ->
+  run -> format), in the parser style :attr:`TurnEnv.call_style`; a reply that cannot be read
+  is answered with an error observation and ``info["action_valid"] = False`` — never an
+  exception.
 - Both spaces are :class:`TextSpace`: any Python string up to ``max_length`` characters.
   ``TurnEnv.step`` holds every environment to them: a reply no environment can read (longer
   than the action space, or not valid Unicode: a lone surrogate) is answered as invalid
@@ -18,7 +20,10 @@ Observations and actions
 ``reset(seed=None, options=None)``
     ``options={"task": Task | task_id}`` picks the task; without it a task of the env's
     ``split`` is drawn with ``self.np_random``. Same seed + same task + same actions => the
-    same observations, rewards and infos.
+    same observations, rewards and infos. ``options["tool_call_style"]`` is the syntax the
+    agent's model writes tool calls in (the agent reads it from the model's chat template,
+    :func:`turngym.tools.detect_style`); the environment reads replies in it unless it was made
+    with an explicit ``tool_call_style``.
 
 ``step(action) -> (observation, reward, terminated, truncated, info)``
     ``terminated``: the task ended (solved, failed, answered). ``truncated``: the turn budget
@@ -29,7 +34,9 @@ The ``info`` keys (see :data:`INFO_KEYS`), present where meaningful:
 ==================  ==========================================================================
 ``task_id``         str: the id of the current task (every reset and step).
 ``action_valid``    bool: False when the reply could not be parsed into an action (every step).
-``tool_calls``      list of dicts ``{"name", "arguments"}``: what was parsed and run this step.
+``tool_calls``      list of dicts ``{"name", "arguments"}``: the calls that ran this step, in
+                    order, with their validated arguments (a call that was invalid, failed
+                    or was skipped is not listed; an invalid reply has ``[]``).
 ``anchor``          hashable: the raw environment state *before* the action (no history, no
                     prompt template) — GiGPO groups steps by it. Set by ``reset`` for the first
                     step and by every ``step`` for the step that follows, so the agent records
@@ -41,7 +48,9 @@ The ``info`` keys (see :data:`INFO_KEYS`), present where meaningful:
 
 What a subclass provides
 ------------------------
-- ``tools``: the tools the agent may call (their schemas go into its prompt), possibly empty.
+- ``tools``: the tools the agent may call (their schemas go into its prompt), possibly empty;
+  every reply that acts goes through :func:`turngym.tools.dispatch` with ``style=self.call_style``,
+  its handlers returning text or a :class:`turngym.tools.ToolResult` (reward, termination).
 - ``instructions``: how to act in this environment (the agent's system prompt).
 - ``_reset_task(task) -> (observation, info)`` and ``_step(action) -> (observation, reward,
   terminated, info)``; the base class counts turns, truncates at ``max_turns`` and fills
@@ -62,6 +71,7 @@ from gymnasium import spaces
 
 from turngym.envs.tasks import SuiteError, Task, TaskSuite, load_suite
 from turngym.tools.base import Tool, truncate_text
+from turngym.tools.parsers import PARSERS
 
 __all__ = ["INFO_KEYS", "EnvUnavailable", "TextSpace", "TurnEnv", "canonical_anchor", "unreadable_reason"]
 
@@ -76,7 +86,7 @@ class EnvUnavailable(RuntimeError):
 INFO_KEYS: dict[str, str] = {
     "task_id": "str: the id of the current task",
     "action_valid": "bool: False when the reply could not be parsed",
-    "tool_calls": "list[dict]: the tool calls parsed and run this step",
+    "tool_calls": "list[dict]: the tool calls that ran this step",
     "anchor": "hashable: raw environment state before the next action (GiGPO)",
     "stratum": "hashable: structural features of the trajectory so far (Stratified GRPO)",
     "success": "bool: whether the task was solved (at episode end)",
@@ -147,6 +157,9 @@ class TurnEnv(gym.Env[str, str]):
     instructions: str = ""
     #: Upper bound on observation/action length in characters.
     max_text_length: ClassVar[int] = 1 << 20
+    #: The tool-call style replies are read in, fixed by the environment's own option; None:
+    #: the style the agent names at reset (``options["tool_call_style"]``), else "hermes".
+    tool_call_style: str | None = None
 
     def __init__(
         self,
@@ -169,6 +182,7 @@ class TurnEnv(gym.Env[str, str]):
         self.tools: list[Tool] = list(getattr(self, "tools", []))
         self._last_obs = ""
         self._state_info: dict[str, Any] = {}
+        self._agent_style: str | None = None
 
     # -- suites ----------------------------------------------------------------------------
     @property
@@ -193,6 +207,11 @@ class TurnEnv(gym.Env[str, str]):
     # -- the gymnasium API ------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        style = (options or {}).get("tool_call_style")
+        if style is not None:
+            if style not in PARSERS:
+                raise ValueError(f"unknown tool-call style {style!r}; known: {', '.join(sorted(PARSERS))}")
+            self._agent_style = style
         self.task = self._select_task(options)
         self.turn = 0
         obs, info = self._reset_task(self.task)
@@ -221,6 +240,11 @@ class TurnEnv(gym.Env[str, str]):
         self._remember_state(info)
         self._last_obs = obs
         return obs, float(reward), bool(terminated), bool(truncated), info
+
+    @property
+    def call_style(self) -> str:
+        """The parser style this environment reads tool calls in (see ``tool_call_style``)."""
+        return self.tool_call_style or getattr(self, "_agent_style", None) or "hermes"
 
     def _remember_state(self, info: dict[str, Any]) -> None:
         """Keep the anchor and stratum of the state the next action is taken in, for a reply

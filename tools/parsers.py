@@ -37,6 +37,7 @@ from turngym.tools.base import ToolCall
 
 __all__ = [
     "PARSERS",
+    "RENDERERS",
     "STYLE_RULES",
     "ParseResult",
     "StyleRule",
@@ -47,6 +48,7 @@ __all__ = [
     "parse_tool_calls",
     "register_parser",
     "register_style_rule",
+    "render_tool_call",
 ]
 
 
@@ -326,8 +328,26 @@ PARSERS: dict[str, Callable[[str], ParseResult]] = {
 }
 
 
-def register_parser(style: str, fn: Callable[[str], ParseResult]) -> None:
+def register_parser(style: str, fn: Callable[[str], ParseResult],
+                    render: Callable[[str, dict[str, Any]], str] | None = None) -> None:
+    """Add a tool-call style: its parser, and how a call is written in it (default: Hermes)."""
     PARSERS[style] = fn
+    if render is not None:
+        RENDERERS[style] = render
+
+
+#: style -> ``render(name, arguments) -> text`` that the style's parser reads back as that call.
+RENDERERS: dict[str, Callable[[str, dict[str, Any]], str]] = {
+    "hermes": lambda name, args: f"<tool_call>{json.dumps({'name': name, 'arguments': args}, ensure_ascii=False)}</tool_call>",
+    "openai_json": lambda name, args: json.dumps({"name": name, "parameters": args}, ensure_ascii=False),
+    "react": lambda name, args: f"Action: {name}\nAction Input: {json.dumps(args, ensure_ascii=False)}",
+}
+
+
+def render_tool_call(name: str, arguments: dict[str, Any] | None = None, style: str | None = None) -> str:
+    """One call written as a model of ``style`` writes it (expert replies, examples); Hermes for
+    None or a style registered without a renderer."""
+    return RENDERERS.get(style or "hermes", RENDERERS["hermes"])(name, dict(arguments or {}))
 
 
 def parse_tool_calls(text: str, style: str = "hermes") -> ParseResult:

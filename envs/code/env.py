@@ -1,7 +1,8 @@
 """CodeEnv: write a Python function, run code in a sandbox, submit it to hidden tests.
 
-Tools (Hermes ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, several per reply
-allowed up to ``max_calls_per_turn``):
+Tools (called in the model's tool-call style, Hermes ``<tool_call>{"name": ..., "arguments":
+{...}}</tool_call>`` by default; several per reply allowed up to ``max_calls_per_turn``; run
+through the tool contract, :func:`turngym.tools.dispatch`):
 
 - ``python(code)``: run a Python program in the episode's sandbox; stdout, stderr and how it
   ended come back (truncated to ``output_chars``).
@@ -33,11 +34,10 @@ submission ``tests`` (per-test booleans), ``tests_passed``, ``tests_total``, ``s
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from turngym.envs.code.grader import GradeResult, grade
 from turngym.envs.core import EnvUnavailable, TurnEnv
@@ -51,15 +51,10 @@ from turngym.sandboxes import (
     shared_pool,
 )
 from turngym.sandboxes.errors import SandboxUnavailable
-from turngym.tools import (
-    Tool,
-    ToolCall,
-    ToolError,
-    ToolTurnOptions,
-    invalid_reply,
-    read_tool_calls,
-    run_tool_calls,
-)
+from turngym.tools import ToolResult, ToolTurnOptions
+from turngym.tools.base import Tool, ToolCall, ToolError
+from turngym.tools.dispatch import dispatch, invalid_reply, parse_options
+from turngym.tools.parsers import render_tool_call
 
 __all__ = ["CodeEnv", "CodeOptions", "CODE_TOOLS", "grading_pool"]
 
@@ -97,10 +92,6 @@ def _fenced_submit(action: str, calls: list[ToolCall]) -> list[ToolCall]:
     if fences and re.search(r"\bsubmit\b", _FENCE.sub("", action), re.IGNORECASE):
         return [ToolCall(name="submit", arguments={"code": fences[-1]})]
     return []
-
-
-def _tool_call(name: str, **arguments: Any) -> str:
-    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}</tool_call>"
 
 
 class CodeOptions(ToolTurnOptions):
@@ -154,13 +145,9 @@ class CodeEnv(TurnEnv):
     def __init__(self, suite: str | TaskSuite | None = "code", split: str = "test", max_turns: int = 10,
                  render_mode: str | None = None, **options: Any) -> None:
         super().__init__(suite=suite, split=split, max_turns=max_turns, render_mode=render_mode)
-        try:
-            self.options = CodeOptions(**options)
-            self.limits = SandboxLimits(**self.options.limits)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "options"
-            raise ValueError(f"invalid option for CodeEnv: {where}: {first['msg']}") from None
+        self.options = parse_options(CodeOptions, "CodeEnv", options)
+        self.limits = parse_options(SandboxLimits, "CodeEnv", self.options.limits)
+        self.tool_call_style = self.options.tool_call_style
         self.tools = list(CODE_TOOLS)
         self._handlers = {"python": self._python, "bash": self._bash, "submit": self._submit}
         self._sandbox: Sandbox | None = None
@@ -169,8 +156,6 @@ class CodeEnv(TurnEnv):
         self.exec_time = 0.0
         self.submissions = 0
         self.last_outcome: tuple[bool, ...] = ()
-        self._finished: dict[str, Any] | None = None
-        self._graded: dict[str, Any] = {}
 
     # -- sandboxes -----------------------------------------------------------------------
     @property
@@ -216,26 +201,18 @@ class CodeEnv(TurnEnv):
         self._dirty = False
         self.executions, self.exec_time, self.submissions = 0, 0.0, 0
         self.last_outcome = ()
-        self._finished = None
         obs = (f"Write this Python function:\n\n{task.prompt}\n"
                f"{len(task.metadata['tests'])} hidden tests grade your submission; you may submit "
                f"{self.options.max_submissions} times.\n{HELP}")
         return obs, self._info()
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
-        calls, why = read_tool_calls(action, self.options.tool_call_style, extra=_fenced_submit)
-        if not calls:
-            return invalid_reply(why, HELP), 0.0, False, {"action_valid": False, **self._info()}
-        self._finished, self._graded = None, {}
-        turn = run_tool_calls(calls, self.tools, self._handlers, self.options,
-                              output_chars=self.options.output_chars, final={"submit"})
-        obs = turn.observation
-        info: dict[str, Any] = {"action_valid": turn.valid, "tool_calls": turn.ran, **self._graded, **self._info()}
-        if self._finished is not None:
-            reward = self._finished.pop("reward")
-            info.update(self._finished)
-            return obs, reward, True, info
-        return obs, 0.0, False, info
+        turn = dispatch(action, self.tools, self._handlers, self.options, style=self.call_style, read=_fenced_submit,
+                        output_chars=self.options.output_chars, final={"submit"})
+        if turn.error:
+            return invalid_reply(turn.error, HELP), 0.0, False, {"action_valid": False, **self._info()}
+        info: dict[str, Any] = {"action_valid": turn.valid, "tool_calls": turn.ran, **turn.info, **self._info()}
+        return turn.observation, turn.reward, turn.terminated, info
 
     # -- the tools -----------------------------------------------------------------------
     def _run(self, run: Any) -> str:
@@ -254,39 +231,37 @@ class CodeEnv(TurnEnv):
     def _bash(self, args: BashArgs) -> str:
         return self._run(lambda timeout: self.sandbox.exec(args.cmd, timeout=timeout))
 
-    def _submit(self, args: SubmitArgs) -> str:
+    def _submit(self, args: SubmitArgs) -> ToolResult:
         self.submissions += 1
         result = self._grade(args.code)
         self.last_outcome = result.passed
         passed, total = sum(result.passed), len(result.passed)
-        self._graded = {"tests": list(result.passed), "tests_passed": passed, "tests_total": total,
-                        "submissions": self.submissions}
+        graded = {"tests": list(result.passed), "tests_passed": passed, "tests_total": total,
+                  "submissions": self.submissions}
         solved = result.all_passed
         last = self.submissions >= self.options.max_submissions or self.turn >= self.max_turns
+        text = f"{passed} of {total} hidden tests passed."
         if solved or last:
             score = result.fraction if self.options.reward == "fraction" else float(solved)
-            self._finished = {"reward": score, "success": solved}
-        text = f"{passed} of {total} hidden tests passed."
-        if solved:
-            return text + " Solved."
-        if last:
-            return text + " No submissions left."
-        return text + f" You may fix your solution and submit again ({self.options.max_submissions - self.submissions} left)."
+            return ToolResult(text + (" Solved." if solved else " No submissions left."), score, True,
+                              {**graded, "success": solved})
+        left = self.options.max_submissions - self.submissions
+        return ToolResult(text + f" You may fix your solution and submit again ({left} left).", info=graded)
 
     # -- helpers for solvers and checks --------------------------------------------------------
     def expert_reply(self) -> str | None:
         """Submit the reference solution (demonstrations for ``turngym sft``, ``scripted:expert``)."""
         if self.task is None or not self.task.answer:
             return None
-        return _tool_call("submit", code=str(self.task.answer))
+        return render_tool_call("submit", {"code": str(self.task.answer)}, self.call_style)
 
     def example_actions(self) -> list[str]:
         return [
-            _tool_call("python", code="print(sum(range(10)))"),
-            _tool_call("bash", cmd="echo hello; ls"),
-            _tool_call("python", code="raise ValueError('boom')"),
+            render_tool_call("python", {"code": "print(sum(range(10)))"}, self.call_style),
+            render_tool_call("bash", {"cmd": "echo hello; ls"}, self.call_style),
+            render_tool_call("python", {"code": "raise ValueError('boom')"}, self.call_style),
             "no tool call here",
-            _tool_call("submit", code="def f():\n    return 0\n"),
+            render_tool_call("submit", {"code": "def f():\n    return 0\n"}, self.call_style),
         ]
 
 

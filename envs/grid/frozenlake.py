@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from turngym.envs.core import TurnEnv
-from turngym.envs.grid.moves import DIRECTIONS, INVALID_HELP, MOVE_TOOL, parse_move
+from turngym.envs.grid.moves import DIRECTIONS, INVALID_HELP, MoveArgs, MoveEnv
 from turngym.envs.tasks import Task
+from turngym.tools import ToolResult
 
 __all__ = ["FrozenLakeEnv", "generate_map", "shortest_path"]
 
@@ -70,7 +70,7 @@ def generate_map(seed: int, size: int = 4, hole_frac: float = 0.2, min_path: int
     raise RuntimeError(f"no map found for seed {seed}")
 
 
-class FrozenLakeEnv(TurnEnv):
+class FrozenLakeEnv(MoveEnv):
     """Reach G from S without stepping into a hole H."""
 
     description = "FrozenLake: walk from S to G without stepping into a hole (text board)."
@@ -92,7 +92,6 @@ class FrozenLakeEnv(TurnEnv):
         render_mode: str | None = None,
     ) -> None:
         super().__init__(suite=suite, split=split, max_turns=max_turns, render_mode=render_mode)
-        self.tools = [MOVE_TOOL]
         self.slippery, self.slip_prob = slippery, slip_prob
         self.success_reward, self.invalid_penalty = success_reward, invalid_penalty
         self.rows: list[str] = []
@@ -113,11 +112,8 @@ class FrozenLakeEnv(TurnEnv):
         board = self._board()
         return f"{task.prompt or 'Walk to the goal G.'}\n{board}", {"anchor": board}
 
-    def _step(self, action: str):
-        move, why = parse_move(action)
-        if move is None:
-            board = self._board()
-            return f"Invalid action ({why}). {INVALID_HELP}\n{board}", -self.invalid_penalty if self.invalid_penalty else 0.0, False, {"action_valid": False, "anchor": board}
+    def _move(self, args: MoveArgs) -> ToolResult:
+        move = args.direction
         if self.slippery and self.np_random.random() < self.slip_prob:
             sideways = ["left", "right"] if move in ("up", "down") else ["up", "down"]
             move = sideways[int(self.np_random.integers(2))]
@@ -127,14 +123,11 @@ class FrozenLakeEnv(TurnEnv):
             self.pos = nxt
         cell = self.rows[self.pos[0]][self.pos[1]]
         board = self._board()
-        info: dict[str, Any] = {"anchor": board, "tool_calls": [{"name": "move", "arguments": {"direction": move}}]}
         if cell == "G":
-            info["success"] = True
-            return board + "\nYou reached the goal.", self.success_reward, True, info
+            return ToolResult(board + "\nYou reached the goal.", self.success_reward, True, {"success": True})
         if cell == "H":
-            info["success"] = False
-            return board + "\nYou fell into a hole.", 0.0, True, info
-        return board, 0.0, False, info
+            return ToolResult(board + "\nYou fell into a hole.", 0.0, True, {"success": False})
+        return ToolResult(board)
 
     def _render_text(self) -> str:
         return self._board() if self.rows else ""

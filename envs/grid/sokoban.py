@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from turngym.envs.core import TurnEnv
-from turngym.envs.grid.moves import DIRECTIONS, INVALID_HELP, MOVE_TOOL, parse_move
+from turngym.envs.grid.moves import DIRECTIONS, INVALID_HELP, MoveArgs, MoveEnv
 from turngym.envs.tasks import Task
+from turngym.tools import ToolResult
 
 __all__ = ["SokobanEnv", "Level", "generate_level", "solve", "render_board"]
 
@@ -170,7 +170,7 @@ def generate_level(seed: int, height: int = 6, width: int = 6, boxes: int = 1, m
     raise RuntimeError(f"no level found for seed {seed} ({height}x{width}, {boxes} boxes)")
 
 
-class SokobanEnv(TurnEnv):
+class SokobanEnv(MoveEnv):
     """Push every box (X) onto a target (O)."""
 
     description = "Sokoban: push every box onto a target (text board, recurring states)."
@@ -192,7 +192,6 @@ class SokobanEnv(TurnEnv):
         render_mode: str | None = None,
     ) -> None:
         super().__init__(suite=suite, split=split, max_turns=max_turns, render_mode=render_mode)
-        self.tools = [MOVE_TOOL]
         self.success_reward, self.box_reward = success_reward, box_reward
         self.step_penalty, self.invalid_penalty = step_penalty, invalid_penalty
         self.level: Level | None = None
@@ -202,26 +201,18 @@ class SokobanEnv(TurnEnv):
         board = self.level.render()
         return f"{task.prompt or 'Push every box onto a target.'}\n{board}", {"anchor": board}
 
-    def _step(self, action: str):
+    def _board(self) -> str:
         assert self.level is not None
-        move, why = parse_move(action)
-        if move is None:
-            board = self.level.render()
-            obs = f"Invalid action ({why}). {INVALID_HELP}\n{board}"
-            return obs, -self.invalid_penalty if self.invalid_penalty else 0.0, False, {"action_valid": False, "anchor": board}
+        return self.level.render()
+
+    def _move(self, args: MoveArgs) -> ToolResult:
+        assert self.level is not None
         before = len(self.level.boxes & self.level.targets)
-        self.level, pushed = self.level.move(move)
+        self.level, pushed = self.level.move(args.direction)
         after = len(self.level.boxes & self.level.targets)
         solved = self.level.solved()
         reward = self.box_reward * (after - before) - self.step_penalty + (self.success_reward if solved else 0.0)
-        board = self.level.render()
-        info: dict[str, Any] = {
-            "anchor": board,
-            "tool_calls": [{"name": "move", "arguments": {"direction": move}}],
-        }
-        if solved:
-            info["success"] = True
-        return board, reward, solved, info
+        return ToolResult(self.level.render(), reward, solved, {"success": True} if solved else {})
 
     def _render_text(self) -> str:
         return self.level.render() if self.level else ""

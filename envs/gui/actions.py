@@ -15,10 +15,12 @@ Tools (Hermes-style tool calls, ``<tool_call>{"name": ..., "arguments": {...}}</
 A one-line shorthand is accepted too (``click e12``, ``type e7 some text``, ``press Enter``),
 for people playing in a terminal (``turngym play``) and for small models.
 
-:func:`parse_actions` turns a reply into validated calls or one clear error (bad model output
-is an observation, never an exception); :func:`perform` runs one validated call on a page.
-Refs must come from the current snapshot; an unknown ref is an error the agent reads.
-Handlers are looked up in :data:`HANDLERS` by tool name.
+The environment steps a reply through the tool contract (:func:`turngym.tools.dispatch`, the
+whole reply validated before any call runs) with the pieces here: :func:`read_shorthand` (the
+one-line shorthand), :func:`ref_check` (refs must come from the current snapshot; an unknown
+ref is an error the agent reads) and :data:`HANDLERS` (one coroutine per tool, looked up by
+name). :func:`parse_actions` is the same reading and validation on its own (refs mapped to
+Playwright's), for scripts and tests.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from turngym.envs.gui.snapshot import normalize_ref
-from turngym.tools import Tool, ToolCall, ToolError, parse_tool_calls
+from turngym.tools import Tool, ToolCall, ToolError, ToolResult, read_tool_calls, validate_calls
+from turngym.tools.dispatch import Check
 
-__all__ = ["TOOLS", "HANDLERS", "ParsedActions", "parse_actions", "perform", "MAX_CALLS_PER_TURN"]
+__all__ = ["TOOLS", "HANDLERS", "ParsedActions", "parse_actions", "read_shorthand", "ref_check", "MAX_CALLS_PER_TURN"]
 
 #: At most this many tool calls run per reply (e.g. type into two boxes and click submit).
 MAX_CALLS_PER_TURN = 8
@@ -109,41 +112,47 @@ def parse_shorthand(reply: str) -> ToolCall | None:
     return ToolCall(name=name, arguments=dict(zip(fields, values)))
 
 
+def read_shorthand(reply: str, calls: list[ToolCall]) -> list[ToolCall]:
+    """The parsed calls, else the one-line shorthand; :class:`ToolError` when there is neither."""
+    if calls:
+        return calls
+    shorthand = parse_shorthand(reply)
+    if shorthand is None:
+        raise ToolError(f"no tool call found; call one of {', '.join(_BY_NAME)} as <tool_call>{{...}}</tool_call>")
+    return [shorthand]
+
+
+def ref_check(refs: dict[str, str]) -> Check:
+    """Validation of the ref of click/type/select against the refs of the current snapshot (the
+    ref written as ``e12``, whatever brackets the model used)."""
+
+    def check(name: str, args: BaseModel) -> BaseModel:
+        if name not in _REF_TOOLS:
+            return args
+        ref = normalize_ref(args.ref)  # type: ignore[attr-defined]
+        if ref not in refs:
+            shown = ", ".join(list(refs)[:30]) + (", ..." if len(refs) > 30 else "")
+            raise ToolError(f"no element with ref {args.ref!r} on this page (refs: {shown or 'none'})")  # type: ignore[attr-defined]
+        return args.model_copy(update={"ref": ref})
+
+    return check
+
+
 def parse_actions(reply: str, refs: dict[str, str], style: str = "hermes") -> ParsedActions:
     """Parse and validate the tool calls in ``reply`` against the current page's ``refs``.
 
     ``refs`` maps each ref shown to the agent to the element's Playwright ``aria-ref``; the
     validated arguments carry the latter.
     """
-    parsed = parse_tool_calls(reply, style)
-    if not parsed.calls and not parsed.errors:
-        shorthand = parse_shorthand(reply)
-        if shorthand is not None:
-            parsed.calls.append(shorthand)
-    if parsed.errors:
-        return ParsedActions([], parsed.errors[0])
-    if not parsed.calls:
-        names = ", ".join(_BY_NAME)
-        return ParsedActions([], f"no tool call found; call one of {names} as <tool_call>{{...}}</tool_call>")
-    if len(parsed.calls) > MAX_CALLS_PER_TURN:
-        return ParsedActions([], f"at most {MAX_CALLS_PER_TURN} tool calls per reply, got {len(parsed.calls)}")
-    calls = []
-    for call in parsed.calls:
-        tool = _BY_NAME.get(call.name)
-        if tool is None:
-            return ParsedActions([], f"unknown tool {call.name!r}; the tools are {', '.join(_BY_NAME)}")
-        try:
-            args = tool.validate(call)
-        except ToolError as err:
-            return ParsedActions([], str(err))
-        if call.name in _REF_TOOLS:
-            ref = normalize_ref(args.ref)  # type: ignore[attr-defined]
-            if ref not in refs:
-                shown = ", ".join(list(refs)[:30]) + (", ..." if len(refs) > 30 else "")
-                return ParsedActions([], f"no element with ref {args.ref!r} on this page (refs: {shown or 'none'})")  # type: ignore[attr-defined]
-            args = args.model_copy(update={"ref": refs[ref]})
-        calls.append((call, args))
-    return ParsedActions(calls)
+    calls, why = read_tool_calls(reply, style, read_shorthand)
+    if not calls:
+        return ParsedActions([], why)
+    try:
+        validated = validate_calls(calls, TOOLS, ref_check(refs), MAX_CALLS_PER_TURN)
+    except ToolError as err:
+        return ParsedActions([], str(err))
+    return ParsedActions([(call, args.model_copy(update={"ref": refs[args.ref]}) if call.name in _REF_TOOLS else args)  # type: ignore[attr-defined]
+                          for call, args in validated])
 
 
 # -- handlers: one coroutine per tool, run on the browser thread ---------------------------------
@@ -235,11 +244,11 @@ async def _scroll(page: Any, args: ScrollArgs) -> str:
     return f"scrolled {args.direction}"
 
 
-async def _answer(page: Any, args: AnswerArgs) -> str:
-    return "answered"
+async def _answer(page: Any, args: AnswerArgs) -> ToolResult:
+    return ToolResult("answered", info={"answer": args.text})
 
 
-HANDLERS: dict[str, Callable[[Any, Any], Awaitable[str]]] = {
+HANDLERS: dict[str, Callable[[Any, Any], Awaitable[str | ToolResult]]] = {
     "click": _click,
     "type": _type,
     "select": _select,
@@ -247,9 +256,3 @@ HANDLERS: dict[str, Callable[[Any, Any], Awaitable[str]]] = {
     "scroll": _scroll,
     "answer": _answer,
 }
-
-
-async def perform(page: Any, call: ToolCall, args: BaseModel) -> str:
-    """Run one validated call. A call the page cannot honour raises :class:`ToolError`;
-    Playwright errors (timeouts, detached elements) propagate for the caller to report."""
-    return await HANDLERS[call.name](page, args)

@@ -14,8 +14,11 @@ A subclass supplies the site:
 - ``snapshot_root``: the CSS selector of the part of the page the agent sees.
 
 Info: ``anchor`` = :func:`~turngym.envs.gui.snapshot.page_anchor` (path + snapshot without refs),
-``stratum`` = the number of actions run so far, ``success`` at the end, ``tool_calls``,
-``action_valid`` (False for a malformed reply, an unknown tool or ref, or bad arguments).
+``stratum`` = the number of actions run so far, ``success`` at the end, ``tool_calls`` (the
+calls that ran), ``action_valid`` (False for a malformed reply, an unknown tool or ref, bad
+arguments, or an action the page could not carry out). Replies go through the tool contract
+(:func:`turngym.tools.dispatch`): the whole reply is validated before any action runs, the
+actions run in order until one fails or ``answer`` is called.
 ``render()`` returns the current snapshot; ``screenshot()`` returns a PNG of the page;
 ``expert_reply()`` is the scripted solver's next reply where the task has one (every web-app
 task, the MiniWoB++ core tasks), so ``scripted:expert`` evaluates and ``turngym sft`` imitates it.
@@ -32,7 +35,7 @@ import numpy as np
 from gymnasium import spaces
 
 from turngym.envs.core import EnvUnavailable, TextSpace, TurnEnv
-from turngym.envs.gui.actions import TOOLS, parse_actions, perform
+from turngym.envs.gui.actions import HANDLERS, MAX_CALLS_PER_TURN, TOOLS, read_shorthand, ref_check
 from turngym.envs.gui.scripted import SOLVERS, solve_reply
 from turngym.envs.gui.snapshot import Snapshot, compact_snapshot, page_anchor
 from turngym.envs.tasks import Task
@@ -43,7 +46,9 @@ from turngym.sandboxes.browser import (
     BrowserUnavailableError,
     shared_pool,
 )
-from turngym.tools import ToolError, truncate_text
+from turngym.tools import ToolResult, ToolTurnOptions
+from turngym.tools.base import ToolError, truncate_text
+from turngym.tools.dispatch import dispatch, plain_output
 
 __all__ = ["GUIEnv", "Outcome", "GUI_INSTRUCTIONS"]
 
@@ -54,6 +59,10 @@ GUI_INSTRUCTIONS = (
     "type(ref, text, submit=false), select(ref, option), press(key), scroll(direction), answer(text). "
     "Refs come from the latest snapshot only. Call answer(text) to give an answer or to say you are done."
 )
+
+
+#: Up to MAX_CALLS_PER_TURN actions per reply; their notes are shown whole.
+_OPTIONS = ToolTurnOptions(max_calls_per_turn=MAX_CALLS_PER_TURN, observation_chars=1 << 16)
 
 
 def _require_ai_snapshots() -> None:
@@ -206,45 +215,50 @@ class GUIEnv(TurnEnv):
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         assert self.session is not None
-        parsed = parse_actions(action, self.snapshot.targets)
-        if parsed.error:
-            obs = f"Invalid action: {parsed.error}\n\n{self._page_text()}"
+        handlers = {name: self._on_page(name, fn) for name, fn in HANDLERS.items()}
+        turn = dispatch(action, self.tools, handlers, _OPTIONS, style=self.call_style, read=read_shorthand,
+                        check=ref_check(self.snapshot.targets), whole_reply=True, final={"answer"}, show=plain_output)
+        if turn.error:
+            obs = f"Invalid action: {turn.error}\n\n{self._page_text()}"
             return obs, 0.0, False, {"action_valid": False, **self._info()}
+        self.actions_run += len(turn.ran)
+        answer = turn.info.get("answer")
 
-        async def act(page: Any) -> tuple[list[str], bool, str | None, Outcome, str, Snapshot]:
-            notes: list[str] = []
-            valid, answer = True, None
-            for call, args in parsed.calls:
-                try:
-                    notes.append(await perform(page, call, args))
-                except ToolError as err:
-                    notes.append(f"error: {err}")
-                    valid = False
-                    break
-                except Exception as err:  # a Playwright timeout or a detached element
-                    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                    notes.append(f"error: {call.name} failed: {first}")
-                    break
-                self.actions_run += 1
-                if call.name == "answer":
-                    answer = args.text  # type: ignore[attr-defined]
-                    break
+        async def observe(page: Any) -> tuple[Outcome, str, Snapshot]:
             outcome = await self._outcome(page, answer)
             path, snap = await self._observe(page)
-            return notes, valid, answer, outcome, path, snap
+            return outcome, path, snap
 
-        notes, valid, answer, outcome, self.path, self.snapshot = self.session.run(act)
+        outcome, self.path, self.snapshot = self.session.run(observe)
         done = outcome.done or answer is not None
-        info: dict[str, Any] = {
-            "action_valid": valid,
-            "tool_calls": [{"name": c.name, "arguments": dict(c.arguments)} for c, _ in parsed.calls],
-            **self._info(),
-        }
+        info: dict[str, Any] = {"action_valid": turn.valid, "tool_calls": turn.ran, **self._info()}
         if done:
             info["success"] = outcome.success
-        obs = "\n".join(notes) + (f"\n{outcome.detail}" if outcome.detail else "")
+        obs = turn.observation + (f"\n{outcome.detail}" if outcome.detail else "")
         obs += "\n\n" + ("Episode over." if done else self._page_text())
         return obs, (outcome.reward if done else 0.0), done, info
+
+    def _on_page(self, name: str, fn: Any) -> Any:
+        """A handler that runs tool ``name``'s coroutine on the page (the ref mapped to
+        Playwright's); an action the page cannot carry out is a :class:`ToolError`."""
+
+        def handler(args: Any) -> str | ToolResult:
+            if "ref" in type(args).model_fields:
+                args = args.model_copy(update={"ref": self.snapshot.targets[args.ref]})
+
+            async def act(page: Any) -> str | ToolResult:
+                try:
+                    return await fn(page, args)
+                except ToolError:
+                    raise
+                except Exception as err:  # a Playwright timeout or a detached element
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    raise ToolError(f"{name} failed: {first}") from None
+
+            assert self.session is not None
+            return self.session.run(act)
+
+        return handler
 
     def _render_text(self) -> str:
         return f"Task: {self.goal}\n\n{self._page_text()}" if self.session else ""

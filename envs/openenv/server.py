@@ -68,7 +68,7 @@ class TurnObservation(Observation):
     text: str = Field("", description="The observation: the new text the agent sees this turn")
     task_id: str | None = Field(None, description="The id of the current task")
     action_valid: bool | None = Field(None, description="False when the reply could not be parsed")
-    tool_calls: list[dict[str, Any]] | None = Field(None, description="Tool calls parsed and run this step")
+    tool_calls: list[dict[str, Any]] | None = Field(None, description="The tool calls that ran this step")
     anchor: Any = Field(None, description="Raw environment state before the next action (GiGPO)")
     stratum: Any = Field(None, description="Structural features of the trajectory so far (Stratified GRPO)")
     success: bool | None = Field(None, description="Whether the task was solved (at episode end)")

@@ -15,9 +15,11 @@ Two modes (env kwarg ``mode``):
     when no goal remains; with ``partial_credit > 0`` an unfinished episode's last step earns
     ``partial_credit * closed / opened`` (goals closed out of the most goals open at once).
 
-A reply with no proof or tactic in it (empty, control characters, or several code blocks in
-tactic mode) is
-answered with an error observation and ``action_valid = False``. A proof that cheats (sorry,
+Tools: ``proof(text)`` (proof mode) or ``tactic(text)`` (tactic mode), run through the tool
+contract (:func:`turngym.tools.dispatch`). A reply that is not a tool call is the shortcut: its
+code block (or the whole reply) is the proof or tactic. A reply with no proof or tactic in it
+(empty, control characters, or several code blocks in tactic mode) is answered with an error
+observation and ``action_valid = False``. A proof that cheats (sorry,
 admit, added axioms, kernel-skipping, a different statement) scores 0 and ``info["cheat"]``
 names what was found.
 """
@@ -27,18 +29,40 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal
 
+from pydantic import BaseModel, Field, field_validator
+
 from turngym.envs.core import EnvUnavailable, TurnEnv
 from turngym.envs.tasks import Task, TaskSuite
 from turngym.sandboxes.provers.base import ProofState, Prover, ProverUnavailable, canonical_goals
-from turngym.tools.base import truncate_text
+from turngym.tools import ToolResult, ToolTurnOptions
+from turngym.tools.base import Tool, ToolCall, ToolError, truncate_text
+from turngym.tools.dispatch import dispatch, plain_output
 
-__all__ = ["ProverEnv", "CoqEnv", "LeanEnv", "parse_reply"]
+__all__ = ["ProverEnv", "CoqEnv", "LeanEnv", "PROOF_TOOL", "TACTIC_TOOL", "parse_reply"]
 
 #: Most characters of prover feedback shown per turn (head and tail kept): a prover echoes the
 #: offending text, and a megabyte reply must not come back as a megabyte observation.
 FEEDBACK_CHARS = 4000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BLOCK = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+
+
+class ProofArgs(BaseModel):
+    text: str = Field(min_length=1)
+    """The proof (proof mode) or the one tactic (tactic mode)."""
+
+    @field_validator("text")
+    @classmethod
+    def _no_control_characters(cls, text: str) -> str:
+        if _CONTROL.search(text):
+            raise ValueError("control characters, which no proof contains")
+        return text
+
+
+PROOF_TOOL = Tool("proof", "Submit a whole proof of the theorem; returns the prover's verdict.", ProofArgs)
+TACTIC_TOOL = Tool("tactic", "Apply one tactic; returns the goals that remain.", ProofArgs)
+#: One proof or tactic per reply; the prover's feedback is the whole observation.
+_OPTIONS = ToolTurnOptions(max_calls_per_turn=1, observation_chars=1 << 20)
 
 
 def parse_reply(reply: str, language: str, single: bool = False) -> tuple[str | None, str]:
@@ -88,6 +112,7 @@ class ProverEnv(TurnEnv):
         self._most_goals = 0
         self._anchor: Any = None
         self.instructions = self._instructions()
+        self.tools = [PROOF_TOOL if mode == "proof" else TACTIC_TOOL]
 
     # -- what a language provides ----------------------------------------------------------
     def _make_prover(self, config: dict[str, Any]) -> Prover:
@@ -122,39 +147,45 @@ class ProverEnv(TurnEnv):
         self._anchor = self._state.anchor
         return f"{intro}\n\nGoals:\n{canonical_goals(self._state.goals)}", {"anchor": self._anchor}
 
+    def _read(self, reply: str, calls: list[ToolCall]) -> list[ToolCall]:
+        """The reply's tool call, else its code block (or the whole reply) as the proof or tactic."""
+        if calls:
+            return calls
+        text, why = parse_reply(reply, self.language, single=self.mode == "tactic")
+        if text is None:
+            raise ToolError(why)
+        return [ToolCall(name=self.tools[0].name, arguments={"text": text})]
+
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         assert self.task is not None
-        text, why = parse_reply(action, self.language, single=self.mode == "tactic")
-        if text is None:
-            return f"Invalid reply: {why}. {self._format_hint()}", 0.0, False, {"action_valid": False, "anchor": self._anchor}
-        return self._step_proof(text) if self.mode == "proof" else self._step_tactic(text)
+        handlers = {PROOF_TOOL.name: self._proof, TACTIC_TOOL.name: self._tactic}
+        turn = dispatch(action, self.tools, handlers, _OPTIONS, style=self.call_style, read=self._read,
+                        whole_reply=True, show=plain_output)
+        if not turn.valid:
+            return f"Invalid reply: {turn.error}. {self._format_hint()}", 0.0, False, {"action_valid": False, "anchor": self._anchor}
+        return turn.observation, turn.reward, turn.terminated, {**turn.info, "anchor": self._anchor, "tool_calls": turn.ran}
 
-    def _step_proof(self, proof: str) -> tuple[str, float, bool, dict[str, Any]]:
+    def _proof(self, args: ProofArgs) -> ToolResult:
         assert self.task is not None
         meta = self.task.metadata
-        result = self.prover.check(meta["statement"], proof, meta.get("header", ""))
-        info: dict[str, Any] = {"success": result.ok}
-        if result.cheat:
-            info["cheat"] = result.cheat
+        result = self.prover.check(meta["statement"], args.text, meta.get("header", ""))
+        info: dict[str, Any] = {"success": result.ok, **({"cheat": result.cheat} if result.cheat else {})}
         if result.ok:
             self._anchor = (self.task.id, "proved")
-            return "The proof is complete.", 1.0, True, {**info, "anchor": self._anchor}
+            return ToolResult("The proof is complete.", 1.0, True, info)
         feedback = truncate_text("\n".join(result.errors), FEEDBACK_CHARS)[0]
         self._anchor = (self.task.id, feedback)
-        return f"The proof was rejected:\n{feedback}", 0.0, False, {**info, "anchor": self._anchor}
+        return ToolResult(f"The proof was rejected:\n{feedback}", 0.0, False, info)
 
-    def _step_tactic(self, tactic: str) -> tuple[str, float, bool, dict[str, Any]]:
+    def _tactic(self, args: ProofArgs) -> ToolResult:
         assert self._state is not None
-        result = self.prover.apply(self._state, tactic)
-        info: dict[str, Any] = {"success": result.done}
-        if result.cheat:
-            info["cheat"] = result.cheat
+        result = self.prover.apply(self._state, args.text)
+        info: dict[str, Any] = {"success": result.done, **({"cheat": result.cheat} if result.cheat else {})}
         self._state = result.state
         self._most_goals = max(self._most_goals, len(result.state.goals))
         self._anchor = self._state.anchor
-        info["anchor"] = self._anchor
         if result.done:
-            return "No goals remain: the proof is complete.", 1.0, True, info
+            return ToolResult("No goals remain: the proof is complete.", 1.0, True, info)
         goals = canonical_goals(self._state.goals)
         error = truncate_text(result.error, FEEDBACK_CHARS)[0] if result.error else ""
         obs = f"Error: {error}\n\nGoals (unchanged):\n{goals}" if error else f"Goals:\n{goals}"
@@ -162,7 +193,7 @@ class ProverEnv(TurnEnv):
         if self.partial_credit and self.turn >= self.max_turns and self._most_goals:
             closed = self._most_goals - len(self._state.goals)
             reward = self.partial_credit * closed / self._most_goals
-        return obs, reward, False, info
+        return ToolResult(obs, reward, False, info)
 
     def _format_hint(self) -> str:
         if self.mode == "tactic":

@@ -1,7 +1,8 @@
 """SearchEnv: answer a (multi-hop) question by searching a corpus, reading passages, answering.
 
-Tools (Hermes ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, several per reply
-allowed up to ``max_calls_per_turn``):
+Tools (called in the model's tool-call style, Hermes ``<tool_call>{"name": ..., "arguments":
+{...}}</tool_call>`` by default; several per reply allowed up to ``max_calls_per_turn``; run
+through the tool contract, :func:`turngym.tools.dispatch`):
 
 - ``search(query, k)``: the top-k passages as ``[rank] doc_id | title`` + a snippet;
 - ``open(doc_id)``: the full passage;
@@ -25,12 +26,11 @@ ids of the last search's results) (GiGPO); at the answer ``em``, ``f1``, ``answe
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from turngym.envs.core import TurnEnv
 from turngym.envs.search.corpus import Corpus, load_corpus, load_task_file
@@ -42,16 +42,10 @@ from turngym.envs.search.retrieval import (
     retriever_needs_corpus,
 )
 from turngym.envs.tasks import SuiteError, Task, TaskSuite
-from turngym.tools import (
-    Tool,
-    ToolCall,
-    ToolError,
-    ToolTurnOptions,
-    invalid_reply,
-    read_tool_calls,
-    run_tool_calls,
-    truncate_text,
-)
+from turngym.tools import ToolResult, ToolTurnOptions
+from turngym.tools.base import Tool, ToolCall, ToolError, truncate_text
+from turngym.tools.dispatch import dispatch, invalid_reply, parse_options
+from turngym.tools.parsers import render_tool_call
 
 __all__ = ["SearchEnv", "SearchOptions", "SEARCH_TOOLS"]
 
@@ -96,10 +90,6 @@ def _snippet(text: str, limit: int) -> str:
 def _with_answer_tags(action: str, calls: list[ToolCall]) -> list[ToolCall]:
     """The parsed calls, then an answer call per ``<answer>...</answer>`` (Search-R1 style)."""
     return calls + [ToolCall(name="answer", arguments={"text": text}) for text in _ANSWER_TAG.findall(action)]
-
-
-def _tool_call(name: str, **arguments: Any) -> str:
-    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}</tool_call>"
 
 
 class SearchOptions(ToolTurnOptions):
@@ -157,12 +147,8 @@ class SearchEnv(TurnEnv):
         if isinstance(suite, (str, Path)) and str(suite).endswith(".gz"):
             suite = load_task_file(suite)
         super().__init__(suite=suite, split=split, max_turns=max_turns, render_mode=render_mode)
-        try:
-            self.options = SearchOptions(**options)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "options"
-            raise ValueError(f"invalid option for SearchEnv: {where}: {first['msg']}") from None
+        self.options = parse_options(SearchOptions, type(self).__name__, options)
+        self.tool_call_style = self.options.tool_call_style
         self.tools = list(SEARCH_TOOLS)
         self._handlers = {"search": self._search, "open": self._open, "answer": self._answer}
         self._corpus: Corpus | None = None
@@ -172,7 +158,6 @@ class SearchEnv(TurnEnv):
         self.last_result_ids: tuple[str, ...] = ()
         self.queries: list[str] = []
         self.opened_ids: list[str] = []
-        self._finished: dict[str, Any] | None = None
 
     # -- lazily built, shared resources -----------------------------------------------------
     @property
@@ -205,25 +190,18 @@ class SearchEnv(TurnEnv):
         self.tool_call_count = 0
         self.last_result_ids = ()
         self.queries, self.opened_ids = [], []
-        self._finished = None
         obs = f"Question: {task.prompt}\n{HELP}"
         return obs, self._info()
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
-        calls, why = read_tool_calls(action, self.options.tool_call_style, extra=_with_answer_tags)
-        if not calls:
-            obs = invalid_reply(why, HELP)
+        turn = dispatch(action, self.tools, self._handlers, self.options, style=self.call_style,
+                        read=_with_answer_tags, final={"answer"})
+        if turn.error:
+            obs = invalid_reply(turn.error, HELP)
             return obs, -self.options.invalid_penalty, False, {"action_valid": False, **self._info()}
-        self._finished = None
-        turn = run_tool_calls(calls, self.tools, self._handlers, self.options, final={"answer"})
-        obs = turn.observation
-        info: dict[str, Any] = {"action_valid": turn.valid, "tool_calls": turn.ran, **self._info()}
-        reward = 0.0 if turn.valid else -self.options.invalid_penalty
-        if self._finished is not None:
-            info.update(self._finished)
-            reward += info.pop("reward")
-            return obs, reward, True, info
-        return obs, reward, False, info
+        info: dict[str, Any] = {"action_valid": turn.valid, "tool_calls": turn.ran, **self._info(), **turn.info}
+        reward = (0.0 if turn.valid else -self.options.invalid_penalty) + turn.reward
+        return turn.observation, reward, turn.terminated, info
 
     # -- the tools --------------------------------------------------------------------------
     def _search(self, args: SearchArgs) -> str:
@@ -254,14 +232,14 @@ class SearchEnv(TurnEnv):
         text, _ = truncate_text(doc.text, self.options.open_chars)
         return f"{doc.id} | {doc.title}\n{text}"
 
-    def _answer(self, args: AnswerArgs) -> str:
+    def _answer(self, args: AnswerArgs) -> ToolResult:
         assert self.task is not None
         golds = self.task.answer if isinstance(self.task.answer, list) else [str(self.task.answer)]
         scores = score_answer(args.text, golds)
         correct = scores[self.options.reward_metric]
         reward = correct * tool_cost_factor(self.tool_call_count, self.options.tool_cost)
-        self._finished = {"reward": reward, "success": scores["em"] == 1.0, "answer": args.text, **scores}
-        return f"Answer recorded: {args.text}"
+        return ToolResult(f"Answer recorded: {args.text}", reward, True,
+                          {"success": scores["em"] == 1.0, "answer": args.text, **scores})
 
     def expert_reply(self) -> str | None:
         """The next step of a solver that knows the gold evidence (demonstrations for ``turngym sft``).
@@ -278,13 +256,13 @@ class SearchEnv(TurnEnv):
             if doc_id in self.opened_ids:
                 continue
             if doc_id in self.last_result_ids:
-                return _tool_call("open", doc_id=doc_id)
+                return render_tool_call("open", {"doc_id": doc_id}, self.call_style)
             doc = self.retriever.get(doc_id)
             queries = [title] + ([f"{title} {' '.join(doc.text.split()[:12])}"] if doc is not None else [])
             untried = [q for q in queries if q not in self.queries]
             if untried:
-                return _tool_call("search", query=untried[0])
-        return _tool_call("answer", text=str(golds[0]))
+                return render_tool_call("search", {"query": untried[0]}, self.call_style)
+        return render_tool_call("answer", {"text": str(golds[0])}, self.call_style)
 
     def example_actions(self) -> list[str]:
         return [

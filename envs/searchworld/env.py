@@ -18,7 +18,6 @@ what was read.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -28,6 +27,7 @@ from turngym.envs.search.env import SearchEnv
 from turngym.envs.search.retrieval import BM25Retriever
 from turngym.envs.searchworld.world import read_field
 from turngym.envs.tasks import SuiteError, Task, TaskSuite
+from turngym.tools import render_tool_call
 
 __all__ = ["SearchWorldEnv", "WorldIndex", "world_index"]
 
@@ -76,10 +76,6 @@ def world_index(task: Task) -> WorldIndex:
     return index
 
 
-def _tool_call(name: str, **arguments: Any) -> str:
-    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
-
-
 class SearchWorldEnv(SearchEnv):
     """Multi-hop questions about a generated fictional world: search it, open passages, answer."""
 
@@ -121,9 +117,9 @@ class SearchWorldEnv(SearchEnv):
                 return self._find(name)
             value = read_field(doc.text, name, fld)
             if value is None:  # the passage does not say: nothing a reader could do (tests forbid it)
-                return _tool_call("answer", text="unknown")
+                return render_tool_call("answer", {"text": "unknown"}, self.call_style)
             if i == len(fields) - 1:
-                return _tool_call("answer", text=value)
+                return render_tool_call("answer", {"text": value}, self.call_style)
             name = value
         return None
 
@@ -134,15 +130,15 @@ class SearchWorldEnv(SearchEnv):
         for doc_id in self.last_result_ids if self.queries and self.queries[-1] == name else ():
             doc = self.corpus.get(doc_id)
             if doc is not None and doc.title == name:
-                return _tool_call("open", doc_id=doc_id)
+                return render_tool_call("open", {"doc_id": doc_id}, self.call_style)
         if name not in self.queries:
-            return _tool_call("search", query=name)
-        return _tool_call("answer", text="unknown")  # searched and not found: tests forbid it
+            return render_tool_call("search", {"query": name}, self.call_style)
+        return render_tool_call("answer", {"text": "unknown"}, self.call_style)  # searched and not found: tests forbid it
 
     def example_actions(self) -> list[str]:
         return [
-            _tool_call("search", query="Alin Marley"),
-            _tool_call("open", doc_id="d01"),
+            render_tool_call("search", {"query": "Alin Marley"}, self.call_style),
+            render_tool_call("open", {"doc_id": "d01"}, self.call_style),
             "<answer>painter</answer>",
             "no tool call here",
         ]

@@ -9,12 +9,19 @@ from turngym.tools import (
     Tool,
     ToolCall,
     ToolError,
+    ToolResult,
     ToolTurnOptions,
+    dispatch,
     format_tool_output,
     invalid_reply,
+    parse_options,
+    parse_tool_calls,
+    plain_output,
     read_tool_calls,
+    render_tool_call,
     run_tool_calls,
 )
+from turngym.tools.parsers import PARSERS
 
 
 class EchoArgs(BaseModel):
@@ -217,10 +224,121 @@ def test_invalid_reply_observation():
 
 
 def test_options_are_validated_and_documented():
-    assert ToolTurnOptions().model_dump() == {"observation_chars": 8000, "max_calls_per_turn": 4, "tool_call_style": "hermes"}
+    # tool_call_style None: the style the agent names at reset (the model's chat template), else hermes
+    assert ToolTurnOptions().model_dump() == {"observation_chars": 8000, "max_calls_per_turn": 4, "tool_call_style": None}
     with pytest.raises(ValidationError):
         ToolTurnOptions(observation_chars=10)
     with pytest.raises(ValidationError):
         ToolTurnOptions(max_calls_per_turn=0)
     with pytest.raises(ValidationError):
         ToolTurnOptions(observation_budget=100)  # a misspelt option is an error, not ignored
+
+
+# -- the whole contract: dispatch ------------------------------------------------------------------
+class Scorer:
+    """Handlers that return their reward and termination instead of setting state."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    def echo(self, args: EchoArgs) -> ToolResult:
+        self.ran.append(args.text)
+        if args.text == "refuse":
+            raise ToolError("echo refuses that word")
+        return ToolResult(args.text, reward=0.25, info={"last": args.text})
+
+    def stop(self, args: StopArgs) -> ToolResult:
+        self.ran.append("stop")
+        return ToolResult(f"stopped: {args.reason}", reward=1.0, terminated=True, info={"success": True})
+
+
+def hermes(name: str, **arguments) -> str:
+    return render_tool_call(name, arguments, "hermes")
+
+
+def test_handlers_return_reward_termination_and_info():
+    sc = Scorer()
+    reply = hermes("echo", text="a") + hermes("stop", reason="done") + hermes("echo", text="after")
+    turn = dispatch(reply, TOOLS, {"echo": sc.echo, "stop": sc.stop})
+    assert sc.ran == ["a", "stop"]  # a terminating call is the last the reply runs
+    assert (turn.reward, turn.terminated, turn.info) == (1.25, True, {"last": "a", "success": True})
+    assert turn.valid and turn.error == ""
+    assert turn.ran == [{"name": "echo", "arguments": {"text": "a", "times": 1}},
+                        {"name": "stop", "arguments": {"reason": "done"}}]
+
+
+def test_tool_calls_are_the_calls_that_ran():
+    sc = Scorer()
+    reply = hermes("echo", text="refuse") + hermes("fly") + hermes("echo", text="ok")
+    turn = dispatch(reply, TOOLS, {"echo": sc.echo, "stop": sc.stop})
+    assert sc.ran == ["refuse", "ok"] and not turn.valid and turn.error == ""
+    assert turn.ran == [{"name": "echo", "arguments": {"text": "ok", "times": 1}}]
+    assert (turn.reward, turn.terminated) == (0.25, False)  # only calls that ran earn
+
+
+@pytest.mark.parametrize(("reply", "why"), [
+    ("no call at all", "no tool call found"),
+    ("<tool_call>{bad</tool_call>", "invalid tool call"),
+])
+def test_an_unreadable_reply_runs_nothing_and_says_why(reply, why):
+    sc = Scorer()
+    turn = dispatch(reply, TOOLS, {"echo": sc.echo, "stop": sc.stop})
+    assert sc.ran == [] and why in turn.error and not turn.valid
+    assert (turn.observation, turn.ran, turn.reward, turn.terminated) == ("", [], 0.0, False)
+
+
+@pytest.mark.parametrize(("reply", "why"), [
+    (hermes("echo", text="a") + hermes("fly"), "unknown tool 'fly'"),
+    (hermes("echo", text="a") + hermes("echo", text=""), "invalid arguments for echo: text"),
+    (hermes("echo", text="a") * 5, "at most 4 tool calls per reply, got 5"),
+    (hermes("echo", text="a") + hermes("echo", text="vetoed"), "vetoed by the environment"),
+])
+def test_whole_reply_validates_every_call_before_any_runs(reply, why):
+    def check(name, args):
+        if getattr(args, "text", "") == "vetoed":
+            raise ToolError("vetoed by the environment")
+        return args
+
+    sc = Scorer()
+    turn = dispatch(reply, TOOLS, {"echo": sc.echo, "stop": sc.stop}, whole_reply=True, check=check)
+    assert sc.ran == [] and why in turn.error and turn.ran == []
+
+
+def test_whole_reply_stops_at_the_first_failing_call():
+    sc = Scorer()
+    reply = hermes("echo", text="refuse") + hermes("echo", text="after")
+    turn = dispatch(reply, TOOLS, {"echo": sc.echo, "stop": sc.stop}, whole_reply=True, show=plain_output)
+    assert sc.ran == ["refuse"] and turn.observation == "error: echo refuses that word"
+    assert not turn.valid and turn.error == "" and turn.ran == []
+
+
+def test_read_hook_may_reject_the_reply_with_a_reason():
+    def read(reply, calls):
+        if "<x>" in reply:
+            raise ToolError("no x tags here")
+        return calls
+
+    assert dispatch("<x>", TOOLS, {}, read=read).error == "no x tags here"
+
+
+@pytest.mark.parametrize("style", sorted(PARSERS))
+def test_every_style_reads_back_what_it_renders(style):
+    args = {"text": "naïve \"quotes\"\nnew line", "times": 2}
+    assert parse_tool_calls(render_tool_call("echo", args, style), style).calls == [ToolCall(name="echo", arguments=args)]
+    turn = dispatch(render_tool_call("echo", args, style), TOOLS, {"echo": Scorer().echo}, style=style)
+    assert turn.ran == [{"name": "echo", "arguments": args}]
+
+
+def test_style_comes_from_the_call_or_the_options_else_hermes():
+    llama = render_tool_call("echo", {"text": "a"}, "openai_json")
+    assert dispatch(llama, TOOLS, {"echo": Scorer().echo}).error == "no tool call found"
+    assert dispatch(llama, TOOLS, {"echo": Scorer().echo}, ToolTurnOptions(tool_call_style="openai_json")).valid
+    assert dispatch(llama, TOOLS, {"echo": Scorer().echo}, style="openai_json").valid
+
+
+def test_options_are_parsed_once_with_one_sentence():
+    assert parse_options(ToolTurnOptions, "MyEnv", {"max_calls_per_turn": 2}).max_calls_per_turn == 2
+    with pytest.raises(ValueError, match="^invalid option for MyEnv: observation_chars: Input should be greater than or equal to 200$"):
+        parse_options(ToolTurnOptions, "MyEnv", {"observation_chars": 10})
+    with pytest.raises(ValueError, match="^invalid option for MyEnv: budget: Extra inputs are not permitted$"):
+        parse_options(ToolTurnOptions, "MyEnv", {"budget": 10})
