@@ -88,6 +88,9 @@ def test_third_party_package_registers_through_the_entry_point_group(tmp_path):
 
     assert check.stdout.splitlines()[-1] == f"guess/Guess-v0: {len(CHECKS)} passed, 0 failed"
     assert all(f"[ok  ] {name}" in check.stdout for name in CHECKS)
+    # the package's tool-using environment (turngym_guess/stock.py) registers and passes too
+    check = subprocess.run([sys.executable, "-m", "turngym", "check", "guess/Stock-v0"], env=env, capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.splitlines()[-1] == f"guess/Stock-v0: {len(CHECKS)} passed, 0 failed", check.stdout + check.stderr
 
 
 def test_example_env_is_under_sixty_lines():

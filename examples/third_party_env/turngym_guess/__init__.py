@@ -41,3 +41,4 @@ class GuessEnv(TurnEnv):
 
 def register_envs():
     turngym.register("guess/Guess-v0", entry_point="turngym_guess:GuessEnv", description=GuessEnv.description)
+    turngym.register("guess/Stock-v0", entry_point="turngym_guess.stock:StockEnv", description="Look up stock with a tool; answer the total.")

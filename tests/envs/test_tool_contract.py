@@ -1,0 +1,191 @@
+"""The one tool contract, seen from the environments: every family reads replies with
+turngym.tools.dispatch in the style the agent names at reset (the model's chat template), reports
+info["tool_calls"] as the calls that ran, and keeps its own observations."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import turngym
+from turngym.agents.agent import Agent, AgentConfig
+from turngym.agents.models import tiny_tokenizer
+from turngym.agents.rollout import RolloutConfig, rollout
+from turngym.agents.scripted import ScriptedPolicy
+from turngym.envs.grid.moves import INVALID_HELP
+from turngym.tools import detect_style, render_tool_call
+
+ROOT = Path(__file__).resolve().parents[2]
+STOCK = ROOT / "examples" / "third_party_env" / "turngym_guess" / "stock.py"
+
+#: A Llama-3.1-style template: tools described as JSON after "Environment: ipython"; the model
+#: answers with bare JSON calls ({"name": ..., "parameters": ...}).
+LLAMA3_TEMPLATE = (
+    "{{- '<|im_start|>system\\nEnvironment: ipython\\n' -}}"
+    "{%- if tools is defined and tools -%}{%- for tool in tools -%}{{- tool | tojson + '\\n' -}}{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def llama_tokenizer():
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = LLAMA3_TEMPLATE
+    return tokenizer
+
+
+def test_the_agent_reads_the_style_from_the_chat_template_with_an_override():
+    assert Agent(tiny_tokenizer()).tool_call_style == "hermes" == detect_style(tiny_tokenizer())
+    assert Agent(llama_tokenizer()).tool_call_style == "openai_json"
+    assert Agent(None).tool_call_style == "hermes"
+    assert Agent(llama_tokenizer(), AgentConfig(tool_call_style="hermes")).tool_call_style == "hermes"
+    with pytest.raises(ValueError, match="unknown tool-call style 'yaml'"):
+        Agent(None, AgentConfig(tool_call_style="yaml"))
+
+
+# -- every family, in the style it is told ----------------------------------------------------------
+LLAMA_MOVE = '{"name": "move", "parameters": {"direction": "%s"}}'
+
+
+@pytest.mark.parametrize("env_id", ["turngym/Sokoban-v0", "turngym/FrozenLake-v0"])
+def test_grid_reads_the_models_style_and_keeps_action_tags_and_its_invalid_text(env_id):
+    env = turngym.make(env_id)
+    task = env.unwrapped.suite.split("train")[0]
+    first, second = task.answer[:2]
+    _, info = env.reset(seed=0, options={"task": task, "tool_call_style": "openai_json"})
+    start = info["anchor"]
+    obs, reward, term, trunc, info = env.step(LLAMA_MOVE % first)
+    assert info["action_valid"] and info["tool_calls"] == [{"name": "move", "arguments": {"direction": first}}]
+    assert info["anchor"] != start and obs.startswith(info["anchor"])  # the board, unmarked
+    for reply in [f"<action>{second}</action>", second]:  # tags and bare words work in any style
+        info = env.step(reply)[4]
+        assert info["tool_calls"] == [{"name": "move", "arguments": {"direction": second}}]
+        env.reset(seed=0, options={"task": task})
+        env.step(LLAMA_MOVE % first)  # the style named at the first reset still holds
+    env.reset(seed=0, options={"task": task, "tool_call_style": "hermes"})
+    obs, reward, term, trunc, info = env.step(LLAMA_MOVE % first)  # bare JSON is no Hermes call
+    assert not info["action_valid"] and info["tool_calls"] == [] and info["anchor"] == start
+    assert obs == f"Invalid action (no move found). {INVALID_HELP}\n{start}"  # word for word
+    obs = env.step('<tool_call>{"name": "move", "arguments": {"direction": "north"}}</tool_call>')[0]
+    assert obs.startswith("Invalid action (invalid arguments for move: direction: Input should be ")
+
+
+@pytest.mark.skipif(shutil.which("coqc") is None, reason="coqc is not installed (apt-get install coq)")
+def test_prover_reads_proofs_as_tool_calls_or_code_blocks():
+    env = turngym.make("turngym/Coq-v0")
+    task = env.unwrapped.suite.get("coq/add_0_r")
+    try:
+        env.reset(seed=0, options={"task": task.id, "tool_call_style": "openai_json"})
+        obs, reward, term, trunc, info = env.step(render_tool_call("proof", {"text": task.answer}, "openai_json"))
+        assert (obs, reward, term, info["tool_calls"]) == ("The proof is complete.", 1.0, True, [{"name": "proof", "arguments": {"text": task.answer}}])
+        env.reset(seed=0, options={"task": task.id})
+        obs, reward, term, trunc, info = env.step(f"```coq\n{task.answer}\n```")
+        assert (reward, term, info["tool_calls"][0]["name"]) == (1.0, True, "proof")
+        env.reset(seed=0, options={"task": task.id})
+        obs, reward, term, trunc, info = env.step(render_tool_call("tactic", {"text": "auto."}, "openai_json"))
+        assert obs.startswith("Invalid reply: unknown tool 'tactic'") and not info["action_valid"]
+    finally:
+        env.close()
+
+
+def test_code_env_runs_calls_in_the_models_style():
+    from turngym.envs.code.env import CodeEnv
+
+    env = CodeEnv(backend="local", max_turns=4)
+    try:
+        env.reset(seed=0, options={"task": "turngym-code/reverse_string", "tool_call_style": "openai_json"})
+        reply = env.unwrapped.expert_reply()
+        assert reply.startswith('{"name": "submit", "parameters": ')
+        obs, reward, term, trunc, info = env.step(reply)
+        assert (reward, term, info["success"], info["tests_passed"] == info["tests_total"]) == (1.0, True, True, True)
+        assert [c["name"] for c in info["tool_calls"]] == ["submit"]
+    finally:
+        env.close()
+        from turngym.sandboxes import close_shared_pools
+
+        close_shared_pools()
+
+
+def test_searchworld_reads_llama_json_and_its_expert_writes_it():
+    env = turngym.make("turngym/SearchWorld-v0")
+    env.reset(seed=0, options={"tool_call_style": "openai_json"})
+    reply = env.unwrapped.expert_reply()
+    assert reply.startswith('{"name": "search", "parameters": ')
+    obs, reward, term, trunc, info = env.step(reply)
+    assert info["action_valid"] and [c["name"] for c in info["tool_calls"]] == ["search"]
+    assert obs.startswith('<tool_output name="search">')
+
+
+def test_gui_reports_the_calls_that_ran():
+    from turngym.envs.gui.actions import parse_actions
+
+    refs = {"e5": "f2e5"}
+    reply = render_tool_call("click", {"ref": "e5"}, "openai_json") + "\n" + render_tool_call("scroll", {"direction": "up"}, "openai_json")
+    parsed = parse_actions(reply, refs, style="openai_json")
+    assert parsed.error == "" and [(c.name, getattr(a, "ref", None)) for c, a in parsed.calls] == [("click", "f2e5"), ("scroll", None)]
+
+
+def test_unknown_style_at_reset_is_one_sentence():
+    env = turngym.make("turngym/FrozenLake-v0")
+    with pytest.raises(ValueError, match="unknown tool-call style 'xml'"):
+        env.reset(seed=0, options={"tool_call_style": "xml"})
+
+
+# -- the example tool-using environment, through a rollout ----------------------------------------
+def load_stock_env():
+    spec = importlib.util.spec_from_file_location("turngym_example_stock", STOCK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.StockEnv
+
+
+def test_example_tool_env_is_at_most_sixty_lines():
+    assert len(STOCK.read_text().splitlines()) <= 60
+
+
+def expert(style: str):
+    """Looks both warehouses up, then answers their sum, writing calls in ``style``."""
+
+    def reply(prompt: str, seed) -> str:
+        item = re.search(r"How many (\w+) are in stock", prompt).group(1)
+        counts = [int(n) for n in re.findall(r'<tool_output name="stock">\n(\d+)\n', prompt)]
+        if len(counts) < 2:
+            return render_tool_call("stock", {"item": item, "warehouse": ["north", "south"][len(counts)]}, style)
+        return render_tool_call("answer", {"total": sum(counts)}, style)
+
+    return reply
+
+
+@pytest.mark.parametrize("tokenizer,style", [(tiny_tokenizer, "hermes"), (llama_tokenizer, "openai_json")])
+def test_example_tool_env_runs_through_a_rollout_in_the_templates_style(tokenizer, style):
+    StockEnv = load_stock_env()
+    tok = tokenizer()
+    config = RolloutConfig(group_size=2, progress=False, concurrency=0, max_tokens=200)
+    trajectories = rollout(ScriptedPolicy(expert(style), tok), StockEnv, ["stock-1", "stock-7"], tok, config)
+    assert [t.success for t in trajectories] == [True] * 4
+    for traj in trajectories:
+        assert [t.tool_calls[0]["name"] for t in traj.turns] == ["stock", "stock", "answer"]
+        assert [t.reward for t in traj.turns] == [0.0, 0.0, 1.0] and [t.stratum for t in traj.turns] == [1, 2, 2]
+
+
+def test_an_explicit_style_overrides_the_template():
+    StockEnv = load_stock_env()
+    tok = llama_tokenizer()
+    config = RolloutConfig(group_size=1, progress=False, concurrency=0, max_tokens=200, max_turns=2, tool_call_style="hermes")
+    [traj] = rollout(ScriptedPolicy(expert("openai_json"), tok), StockEnv, ["stock-1"], tok, config)
+    assert [t.action_valid for t in traj.turns] == [False, False]  # bare JSON is not read as Hermes
+    assert traj.turns[0].observation.startswith("Invalid reply (no tool call found).")
+
+
+def test_example_tool_env_passes_the_checker():
+    from turngym.envs.checker import CHECKS, check
+
+    results = check("example/Stock-v0", make_env=load_stock_env())
+    assert [(r.name, r.passed) for r in results] == [(name, True) for name in CHECKS], results
