@@ -23,6 +23,17 @@ The contract
 - Exact ids: with a tokenizer the prompt is rendered to text and encoded once; the ids are the
   ones the policy is given and the ones the trainer trains on. Response ids are never
   re-derived from text: they are what the policy generated (:class:`~turngym.agents.trajectory.Turn`).
+- Token in, token out: when a prompt shows every exchange and the last one came from a prompt
+  that showed all before it (``full`` memory; ``window`` until it starts dropping exchanges),
+  the prompt is the last prompt's ids + the reply's ids as sampled (:attr:`Exchange.response_ids`)
+  + the encoding of only what the template adds after the reply: the end-of-turn marker (left
+  out when the model sampled it as its last token) and the new messages. The model then always
+  continues exactly the tokens it saw and sampled (re-encoding the reply's text can tokenise it
+  differently), and each turn's prompt + response is a token prefix of the next turn's prompt,
+  which lets the trainer pack a trajectory into one sequence. A prompt that drops exchanges, a
+  template that does not render the conversation as an extension of the last prompt and the
+  reply's text (one that rewrites past replies), or an extension over ``max_prompt_tokens``
+  is rendered and encoded whole instead.
 - Message dicts are made once per exchange and shared by later prompts: a policy must not
   mutate the messages it is given.
 - Without a tokenizer (an HTTP policy that applies its own template) the prompt is the chat
@@ -85,6 +96,11 @@ class Exchange:
     """Whether the answer is tool output (the turn ran tool calls)."""
     structured_calls: list[dict[str, Any]] = field(default_factory=list)
     """Tool calls the policy returned as structure (OpenAI-compatible endpoints)."""
+    response_ids: list[int] = field(default_factory=list, repr=False)
+    """The reply's token ids as the policy sampled them (tokenizer mode; empty when unknown)."""
+    prompt: BuiltPrompt | None = field(default=None, repr=False, compare=False)
+    """The prompt the reply was sampled from: with ``response_ids`` it is what the next prompt
+    extends (token in, token out)."""
     rendered: dict[Any, list[dict[str, Any]]] = field(default_factory=dict, repr=False, compare=False)
     """The agent's messages for this exchange, made once and shared by every later prompt
     (a batch of long episodes then allocates a few objects per turn, not the whole history)."""
@@ -161,6 +177,7 @@ class Agent:
         if self.tool_call_style not in PARSERS:
             raise ValueError(f"unknown tool-call style {self.tool_call_style!r}; known: {', '.join(sorted(PARSERS))}")
         self._template_shows_tools: bool | None = None
+        self._atomic_ids: frozenset[int] | None = None
 
     # -- the prompt ---------------------------------------------------------------------------
     def build(self, memory: EpisodeMemory) -> BuiltPrompt:
@@ -251,10 +268,52 @@ class Agent:
             text = "\n".join(f"{m['role']}: {m['content']}" for m in msgs)
             return BuiltPrompt(messages=msgs, ids=None, text=text, shown=shown)
         text = self._template(msgs, memory.tools)
-        # Encoded exactly as apply_chat_template(tokenize=True) does: the template already
-        # holds the special tokens, so none are added.
-        ids = self._encode(text)
+        ids = self._extend(memory, shown, text)
+        if ids is None:
+            # Encoded exactly as apply_chat_template(tokenize=True) does: the template already
+            # holds the special tokens, so none are added.
+            ids = self._encode(text)
         return BuiltPrompt(messages=msgs, ids=ids, text=text, shown=shown)
+
+    def _extend(self, memory: EpisodeMemory, shown: int, text: str) -> list[int] | None:
+        """Token in, token out (module doc): the ids of the prompt ``text`` as the last prompt's
+        ids + the sampled reply + the newly encoded rest, or None where it must be encoded whole."""
+        history = memory.history
+        if not history or shown != len(history):
+            return None
+        last = history[-1]
+        before = last.prompt
+        if before is None or before.ids is None or not last.response_ids or before.shown != len(history) - 1:
+            return None
+        start = len(before.text)
+        # the template must render the conversation as the last prompt, then the reply's text as
+        # the agent gave it, then the rest (the end-of-turn marker, the new messages)
+        if not (text.startswith(before.text) and text.startswith(last.action, start)):
+            return None
+        tail = text[start + len(last.action):]
+        final = last.response_ids[-1]
+        if final in self._atomic():  # an end-of-turn token the model sampled: it is in the ids already
+            piece = self.tokenizer.convert_ids_to_tokens(final)
+            if isinstance(piece, str) and tail.startswith(piece):
+                tail = tail[len(piece):]
+        ids = self._encode(tail)
+        if self._decode(ids) != tail:  # a tokenizer that cannot encode a fragment on its own
+            return None
+        return [*before.ids, *last.response_ids, *ids]
+
+    def _atomic(self) -> frozenset[int]:
+        """Ids of special and added tokens: each is one whole piece of text that encoding never
+        splits or merges, so it can end a reply's ids and open the text after it."""
+        if self._atomic_ids is None:
+            added = getattr(self.tokenizer, "added_tokens_decoder", None) or {}
+            self._atomic_ids = frozenset(map(int, added)) | frozenset(getattr(self.tokenizer, "all_special_ids", ()))
+        return self._atomic_ids
+
+    def _decode(self, ids: list[int]) -> str:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            return backend.decode(ids, skip_special_tokens=False)
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _encode(self, text: str) -> list[int]:
         # A fast tokenizer's Rust backend gives the same ids without transformers' per-call

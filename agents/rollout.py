@@ -13,6 +13,9 @@
   evaluation's work items).
 - An environment that raises or misses its deadline ends that episode with status ``error``
   (logged and counted, kept out of training); the other episodes go on.
+- Each exchange goes into the episode's memory with the prompt it answered and the sampled
+  response ids, so the agent builds the next prompt from them (token in, token out: with
+  full-history memory each turn's prompt + response ids are a prefix of the next prompt).
 - Each :class:`~turngym.agents.trajectory.Turn` records the exact prompt ids, the response ids
   and logprobs the policy returned, the reward, the anchor of the state the action was taken
   in (reset info for turn 0, then the previous step's info), the stratum after the step,
@@ -268,7 +271,9 @@ class RolloutEngine:
                 # with structured calls the reply is their text; the calls go in as structure
                 action=completion.text if completion.tool_calls else action,
                 observation=res.observation, tool_output=bool(info.get("tool_calls")),
-                structured_calls=list(completion.tool_calls)))
+                structured_calls=list(completion.tool_calls),
+                # token in, token out: the next prompt extends this prompt and the sampled ids
+                response_ids=list(completion.token_ids), prompt=prompt))
             capped = cfg.max_turns is not None and len(ep.turns) >= cfg.max_turns
             if res.terminated or res.truncated or capped:
                 ep.done = True
