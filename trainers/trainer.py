@@ -9,7 +9,10 @@ One training step:
 2. The estimator named in the config turns per-turn rewards (+ anchors, strata) into one
    advantage per turn (``turngym.trainers.estimate``).
 3. Each turn becomes a row: its exact prompt ids and response ids, its advantage on every
-   response token. ``old_logp`` is the training model's own logprob (recomputed before the
+   response token. Turns whose prompt extends an earlier turn's prompt + response
+   (token-in/token-out, full-history memory) are packed into one sequence per trajectory
+   (``turngym.trainers.rows``): one forward pass per trajectory, each turn still with its own
+   advantage, logprobs and clipping. ``old_logp`` is the training model's own logprob (recomputed before the
    update when there are several PPO passes, taken from the update's forward when there is
    one; the gap to the rollout engine's logprobs is logged), or with asynchronous rollouts
    the rollout engine's logprob (the importance ratio corrects the staleness); the
@@ -66,10 +69,14 @@ from turngym.trainers.losses import logprob_mismatch, policy_loss
 from turngym.trainers.metrics import MetricsLogger, plot_metrics, read_metrics
 from turngym.trainers.multitask import TaskBalancer, task_families
 from turngym.trainers.rows import (
+    Packed,
     Row,
     collate,
+    collate_packed,
     estimator_inputs,
     micro_batches,
+    pack_rows,
+    per_turn,
     rows_from_trajectories,
     token_logprobs,
 )
@@ -99,25 +106,29 @@ def _padding_row(pad_id: int) -> Row:
     return Row([pad_id], [pad_id], 0.0, [0.0], old_logprobs=[0.0], ref_logprobs=[0.0])
 
 
-def _equal_micro_batches(rows: Sequence[Row], budget: int, dist: Distributed) -> list[list[int]]:
-    """Length-bucketed micro-batches, padded with empty ones to the most any rank has (every
-    rank must run the same number of forward/backward passes)."""
-    batches = micro_batches([len(r) for r in rows], budget) if rows else []
+def _padding_pack(pad_id: int) -> Packed:
+    return Packed([pad_id, pad_id], [_padding_row(pad_id)])
+
+
+def _equal_micro_batches(packs: Sequence[Packed], budget: int, dist: Distributed) -> list[list[int]]:
+    """Length-bucketed micro-batches of sequences, padded with empty ones to the most any rank
+    has (every rank must run the same number of forward/backward passes)."""
+    batches = micro_batches([len(p) for p in packs], budget) if packs else []
     most = int(dist.max(len(batches)))
     return batches + [[] for _ in range(most - len(batches))]
 
 
-def _fill_logprobs(model: torch.nn.Module, rows: Sequence[Row], pad_id: int, budget: int, device: torch.device,
+def _fill_logprobs(model: torch.nn.Module, packs: Sequence[Packed], pad_id: int, budget: int, device: torch.device,
                    attr: str, dist: Distributed) -> None:
     """Set ``row.<attr>`` to the model's logprobs of each row's response tokens (no grad)."""
     with torch.no_grad(), dist.autocast():
-        for idx in _equal_micro_batches(rows, budget, dist):
-            batch_rows = [rows[i] for i in idx] or [_padding_row(pad_id)]
-            batch = collate(batch_rows, pad_id, device)
+        for idx in _equal_micro_batches(packs, budget, dist):
+            batch_packs = [packs[i] for i in idx] or [_padding_pack(pad_id)]
+            batch = collate_packed(batch_packs, pad_id, device)
             logp, _ = token_logprobs(model, batch)
-            for b, row in enumerate(batch_rows[: len(idx)]):
-                start = len(row.prompt_ids) - 1
-                setattr(row, attr, logp[b, start : start + len(row.response_ids)].float().cpu().tolist())
+            values = per_turn(logp, batch).float().cpu()
+            for j, row in enumerate(row for p in batch_packs[: len(idx)] for row in p.rows):
+                setattr(row, attr, values[j, : len(row.response_ids)].tolist())
 
 
 def ppo_update(
@@ -131,6 +142,7 @@ def ppo_update(
     ref_model: Any = None,
     dist: Distributed | None = None,
     behaviour_logprobs: str = "recompute",
+    pack: bool = True,
 ) -> dict[str, float]:
     """Recompute old (and reference) logprobs, then the PPO-clip update; returns mean metrics.
 
@@ -141,6 +153,11 @@ def ppo_update(
     engine's logprobs as the old policy: the importance ratio that corrects rollouts generated
     by older weights (the asynchronous option). ``dist`` spreads the update over ranks, each
     with its own rows (see ``turngym.trainers.distributed``); every rank must call this.
+
+    ``pack`` (default): turns whose prompt extends an earlier turn's prompt + response are
+    trained inside one sequence (``turngym.trainers.rows.pack_rows``), each with its own
+    advantage, logprobs and clipping; the loss is the per-turn one up to float rounding.
+    ``pack=False`` runs one sequence per turn.
     """
     dist = dist or SingleProcess()
     loss_cfg, optim = config.loss, config.optim
@@ -148,12 +165,14 @@ def ppo_update(
     single_pass = optim.ppo_epochs == 1 and n_mini == 1
     have_rollout = bool(rows) and all(len(r.rollout_logprobs) == len(r.response_ids) for r in rows)
     model.eval()
+    if not single_pass or loss_cfg.use_kl:
+        packs = pack_rows(rows, pack)
     if not single_pass:
-        _fill_logprobs(model, rows, pad_id, optim.micro_batch_tokens, device, "old_logprobs", dist)
+        _fill_logprobs(model, packs, pad_id, optim.micro_batch_tokens, device, "old_logprobs", dist)
     if loss_cfg.use_kl:
         ref_ctx = ref_model() if callable(ref_model) and not isinstance(ref_model, torch.nn.Module) else contextlib.nullcontext()
         with ref_ctx:
-            _fill_logprobs(ref_model if isinstance(ref_model, torch.nn.Module) else model, rows, pad_id,
+            _fill_logprobs(ref_model if isinstance(ref_model, torch.nn.Module) else model, packs, pad_id,
                            optim.micro_batch_tokens, device, "ref_logprobs", dist)
     metrics: dict[str, list[float]] = {}
     gap_parts: list[tuple[float, dict[str, float]]] = []  # (tokens, gap metrics) per micro-batch
@@ -179,9 +198,11 @@ def ppo_update(
                 cfg = cfg.model_copy(update={"loss_agg_constant": float(max(longest, 1))})
             optimizer.zero_grad(set_to_none=True)
             step_metrics: dict[str, float] = {}
-            batches = _equal_micro_batches(mini_rows, optim.micro_batch_tokens, dist)
+            mini_packs = pack_rows(mini_rows, pack)
+            batches = _equal_micro_batches(mini_packs, optim.micro_batch_tokens, dist)
             for b_index, idx in enumerate(batches):
-                batch_rows = [mini_rows[i] for i in idx]
+                batch_packs = [mini_packs[i] for i in idx]
+                batch_rows = [row for p in batch_packs for row in p.rows]
                 if batch_rows:
                     # each micro-batch's mean re-weighted to its share of the (global) mini-batch
                     if cfg.loss_agg == "token-mean":
@@ -192,19 +213,23 @@ def ppo_update(
                     else:
                         weight, local_weight = len(batch_rows) / max(total_rows, 1), len(batch_rows) / len(mini_rows)
                 else:
-                    batch_rows, weight, local_weight = [_padding_row(pad_id)], 0.0, 0.0
-                batch = collate(batch_rows, pad_id, device)
+                    batch_packs, weight, local_weight = [_padding_pack(pad_id)], 0.0, 0.0
+                batch = collate_packed(batch_packs, pad_id, device)
                 last = b_index == len(batches) - 1
                 with (contextlib.nullcontext() if last else dist.no_sync(model)), dist.autocast():
                     # entropy is always logged; it needs a graph only when it is in the loss
                     logp, entropy = token_logprobs(model, batch, with_entropy=True, entropy_grad=cfg.entropy_coef != 0)
+                    # one row per turn from here on: the loss never sees how turns were packed
+                    logp = per_turn(logp, batch)
+                    entropy = per_turn(entropy, batch) if entropy is not None else None
+                    mask = batch["mask"]
                     if single_pass:
                         if take_old_from_forward:
                             batch["old_logp"] = logp.detach()
                         if have_rollout and weight > 0:
-                            gap_parts.append((float(batch["response_mask"].sum()),
-                                              logprob_mismatch(batch["rollout_logp"], logp.detach(), batch["response_mask"])))
-                    loss, m = policy_loss(logp, batch["old_logp"], batch["advantages"], batch["response_mask"], cfg,
+                            gap_parts.append((float(mask.sum()),
+                                              logprob_mismatch(batch["rollout_logp"], logp.detach(), mask)))
+                    loss, m = policy_loss(logp, batch["old_logp"], batch["advantages"], mask, cfg,
                                           ref_logp=batch["ref_logp"] if cfg.use_kl else None, entropy=entropy)
                     dist.backward(loss * (weight * dist.backward_scale()))
                 for k, v in m.items():

@@ -25,12 +25,15 @@ def _torchrun(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comp
     return proc
 
 
-@pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean"])
-def test_two_ranks_make_the_same_update_as_one_process(tmp_path, loss_agg):
+@pytest.mark.parametrize(("loss_agg", "rows"), [("token-mean", "turns"), ("seq-mean-token-mean", "turns"),
+                                               ("token-mean", "packed"), ("seq-mean-token-mean", "packed")])
+def test_two_ranks_make_the_same_update_as_one_process(tmp_path, loss_agg, rows):
+    """``packed``: full-history trajectories, trained as packed sequences on each rank."""
     single, multi = tmp_path / "single.pt", tmp_path / "multi.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(HERE / "ddp_worker.py"), str(single), loss_agg], check=True, env=env, timeout=300)
-    _torchrun([str(HERE / "ddp_worker.py"), str(multi), loss_agg], tmp_path)
+    subprocess.run([sys.executable, str(HERE / "ddp_worker.py"), str(single), loss_agg, rows], check=True, env=env,
+                   timeout=300)
+    _torchrun([str(HERE / "ddp_worker.py"), str(multi), loss_agg, rows], tmp_path)
     one, two = torch.load(single), torch.load(multi)
     assert one["world_size"] == 1 and two["world_size"] == 2
     base, _ = load_model(TINY)
