@@ -12,11 +12,11 @@ One training step:
    response token. Turns whose prompt extends an earlier turn's prompt + response
    (token-in/token-out, full-history memory) are packed into one sequence per trajectory
    (``turngym.trainers.rows``): one forward pass per trajectory, each turn still with its own
-   advantage, logprobs and clipping. ``old_logp`` is the training model's own logprob (recomputed before the
-   update when there are several PPO passes, taken from the update's forward when there is
-   one; the gap to the rollout engine's logprobs is logged), or with asynchronous rollouts
-   the rollout engine's logprob (the importance ratio corrects the staleness); the
-   reference logprobs are computed when KL is on.
+   advantage, logprobs and clipping. ``old_logp`` is the training model's own logprob
+   (recomputed before the update when there are several PPO passes, taken from the update's
+   forward when there is one; the gap to the rollout engine's logprobs is logged), or with
+   asynchronous rollouts the rollout engine's logprob (the importance ratio corrects the
+   staleness); the reference logprobs are computed when KL is on.
 4. PPO-clip update over length-bucketed micro-batches with gradient accumulation; the loss is
    normalised over the whole mini-batch, as if it had been one batch (over every rank's rows
    under a multi-process launch, ``turngym.trainers.distributed``).
