@@ -59,6 +59,7 @@ from turngym.sandboxes.forkserver import (
     DockerExecTransport,
     ForkServer,
     ForkServerSlot,
+    ForkServerStatus,
     ServerLost,
     server_argv,
 )
@@ -130,7 +131,7 @@ def default_image(profile: str = "python") -> str:
     return image_tag(get_profile(profile))
 
 
-class DockerSandbox(Sandbox):
+class DockerSandbox(ForkServerStatus, Sandbox):
     """A hardened container (see the module docstring)."""
 
     def __init__(self, limits: SandboxLimits | None = None, *, image: str | None = None,
@@ -167,15 +168,6 @@ class DockerSandbox(Sandbox):
             raise
         self._exec_ids[id(server)] = exec_id
         return server
-
-    @property
-    def fork_server_up(self) -> bool:
-        """Whether the fork server is up (execs take the fast path)."""
-        return self.fork.up
-
-    @property
-    def fork_stats(self) -> dict[str, int]:
-        return self.fork.stats
 
     @property
     def fork_server_pid(self) -> int | None:

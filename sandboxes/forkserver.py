@@ -57,7 +57,7 @@ from pathlib import Path
 
 from turngym.sandboxes.base import SANDBOX_PYTHON, CappedBuffer
 
-__all__ = ["ForkServer", "ForkServerSlot", "ServerLost", "ForkOutcome", "server_argv", "server_source",
+__all__ = ["ForkServer", "ForkServerSlot", "ForkServerStatus", "ServerLost", "ForkOutcome", "server_argv", "server_source",
            "KILL_GRACE_S", "MARKER"]
 
 log = logging.getLogger(__name__)
@@ -225,6 +225,21 @@ class ForkServer:
             self.transport.close()
         except OSError:
             pass
+
+
+class ForkServerStatus:
+    """What a sandbox with a fork server (``self.fork``, a :class:`ForkServerSlot`) reports."""
+
+    fork: ForkServerSlot
+
+    @property
+    def fork_server_up(self) -> bool:
+        """Whether the fork server is up (execs take the fast path)."""
+        return self.fork.up
+
+    @property
+    def fork_stats(self) -> dict[str, int]:
+        return self.fork.stats
 
 
 class ForkServerSlot:

@@ -67,6 +67,7 @@ from turngym.sandboxes.errors import SandboxError, SandboxUnavailable, UnsafePat
 from turngym.sandboxes.forkserver import (
     ForkServer,
     ForkServerSlot,
+    ForkServerStatus,
     PipeTransport,
     ServerLost,
     server_argv,
@@ -131,6 +132,15 @@ def _merged_usr_args() -> list[str]:
     return args
 
 
+def _kill_children(pid: int) -> None:
+    """SIGKILL every child of ``pid`` that is still there."""
+    for child in _children(pid):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _children(pid: int) -> list[int]:
     """Direct children of ``pid`` (from /proc)."""
     try:
@@ -156,7 +166,7 @@ def _drop_kwargs() -> dict:
     return {"user": NOBODY_UID, "group": NOBODY_UID, "extra_groups": []}
 
 
-class LocalSandbox(Sandbox):
+class LocalSandbox(ForkServerStatus, Sandbox):
     """A sandbox on this machine: bubblewrap namespaces + rlimits (see module docstring)."""
 
     def __init__(self, limits: SandboxLimits | None = None, *, isolation: Isolation = "auto",
@@ -207,11 +217,7 @@ class LocalSandbox(Sandbox):
         proc, self._server_proc = self._server_proc, None
         if proc is None:
             return
-        for pid in _children(proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_children(proc.pid)
         try:
             proc.kill()
         except ProcessLookupError:
@@ -222,15 +228,6 @@ class LocalSandbox(Sandbox):
             except OSError:
                 pass
         proc.wait()
-
-    @property
-    def fork_server_up(self) -> bool:
-        """Whether the fork server is up (execs take the fast path)."""
-        return self.fork.up
-
-    @property
-    def fork_stats(self) -> dict[str, int]:
-        return self.fork.stats
 
     @property
     def fork_server_pids(self) -> set[int]:
@@ -404,11 +401,7 @@ class LocalSandbox(Sandbox):
         so the outer bwrap we wait for) exits only after all of them are gone.
         """
         if self.isolation == "bwrap":
-            for pid in _children(proc.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            _kill_children(proc.pid)
             try:
                 proc.wait(timeout=5)
                 return
