@@ -15,7 +15,11 @@ Measures, per sandbox backend, in one run:
 - episode throughput (episodes/s) of the scripted policies "reference" (submit the reference
   solution) and "buggy" (submit the wrong solution; one submission allowed) at 16 concurrent
   episodes (16 environments in threads, each with its own warm episode sandbox, sharing a
-  grading pool of 8), side by side with the same policy run with 1 episode at a time.
+  grading pool of 8), side by side with the same policy run with 1 episode at a time; each
+  measured with the environment's ``fork_server=False`` ("no server": one ``docker exec`` /
+  bubblewrap start per exec, the path before #22) and ``fork_server=True`` in the same run, on
+  the same episodes (seeds), the order alternating from one measurement to the next (and from
+  one of ``--rounds`` to the next); sandboxes and grading pool are started before the clock.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from turngym.envs.code.build_data import load_code_suite
-from turngym.envs.code.env import CodeEnv
+from turngym.envs.code.env import CodeEnv, grading_pool
 from turngym.envs.code.grader import grade
-from turngym.sandboxes import make_sandbox
+from turngym.sandboxes import close_shared_pools, make_sandbox
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -142,10 +146,24 @@ def _policy_reply(env: CodeEnv, policy: str) -> str:
     return f'<tool_call>{{"name": "submit", "arguments": {{"code": {__import__("json").dumps(code)}}}}}</tool_call>'
 
 
-def throughput(backend: str, policy: str, concurrency: int, episodes: int) -> dict:
-    envs = [CodeEnv(backend=backend, max_submissions=1, grading_pool_size=8) for _ in range(concurrency)]
+def _check_exec_path(envs: list[CodeEnv], fork_server: bool) -> None:
+    """The episode sandboxes are on the path measured: a server up and never fallen back, or
+    none ever started (the policies only submit, so these sandboxes only reset; the grading
+    pool takes the same option, tests/code/test_code_env.py checks it)."""
+    stats = [(env.sandbox.fork_server_up, env.sandbox.fork_stats) for env in envs]
+    if fork_server:
+        assert all(up and not s["fallback_execs"] for up, s in stats), stats
+    else:
+        assert not any(up or s["server_starts"] for up, s in stats), stats
+
+
+def throughput(backend: str, policy: str, concurrency: int, episodes: int, fork_server: bool = True) -> dict:
+    envs = [CodeEnv(backend=backend, max_submissions=1, grading_pool_size=8, fork_server=fork_server)
+            for _ in range(concurrency)]
     for i, env in enumerate(envs):  # start every sandbox before the clock starts
         env.reset(seed=i)
+    # the grading pool too: otherwise the first submit starts its 8 sandboxes on the clock
+    grading_pool(backend, envs[0].limits, 8, fork_server=fork_server)
     rewards: list[float] = []
 
     def worker(i: int) -> None:
@@ -162,10 +180,32 @@ def throughput(backend: str, policy: str, concurrency: int, episodes: int) -> di
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, range(concurrency)))
     elapsed = time.perf_counter() - t0
+    _check_exec_path(envs, fork_server)
     for env in envs:
         env.close()
+    # a fresh grading pool for the next measurement: no sandbox carries uses (max_uses
+    # replacements) or idle containers from one measurement into another
+    close_shared_pools()
     return {"episodes": episodes, "seconds": elapsed, "eps": episodes / elapsed,
             "mean_reward": sum(rewards) / len(rewards)}
+
+
+def paired_throughput(backend: str, policy: str, concurrency: int, episodes: int, rounds: int,
+                      first: int) -> dict:
+    """Throughput without ("before") and with ("after") the fork server on the same episodes;
+    which goes first alternates with ``first`` + the round, so neither always runs warmer."""
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    loads = []
+    for r in range(rounds):
+        order = [("before", False), ("after", True)]
+        for label, fork_server in (order if (first + r) % 2 == 0 else order[::-1]):
+            runs[label].append(throughput(backend, policy, concurrency, episodes, fork_server))
+        loads.append(os.getloadavg()[0])
+    out = {label: sum(x["episodes"] for x in rs) / sum(x["seconds"] for x in rs) for label, rs in runs.items()}
+    rewards = {label: statistics.mean(x["mean_reward"] for x in rs) for label, rs in runs.items()}
+    assert rewards["before"] == rewards["after"], rewards  # same episodes, same grades
+    return {**out, "ratio": out["after"] / out["before"], "mean_reward": rewards["after"],
+            "load": (min(loads), max(loads))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--out", default="bench/results/code.md")
     parser.add_argument("--compare", metavar="REF", help="paired grading latency against the grader at git REF")
-    parser.add_argument("--rounds", type=int, default=1, help="passes over the tasks with --compare")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="passes over the tasks with --compare/--fork-server; runs of each throughput pair")
     parser.add_argument("--fork-server", action="store_true",
                         help="paired grading latency with and without the sandbox fork server")
     args = parser.parse_args(argv)
@@ -201,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{c['load'][0]:.1f}-{c['load'][1]:.1f} |", flush=True)
         return 0
     lines = ["# Code environment (turngym/Code-v0)", "",
-             f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores, shared with other work "
-             "(timings are noisy). Command: `python bench/code.py`.", ""]
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores, shared with other work "
+             f"(timings are noisy; load average {os.getloadavg()[0]:.1f} at the start). "
+             f"Command: `python bench/code.py {' '.join(argv if argv is not None else sys.argv[1:])}`.", ""]
     lines += ["## Grading latency per task (reference solutions of the 34 test tasks)", "",
               "| backend | grade p50 | grade p95 | baseline: bare `python3 -c pass` exec p50 | ratio |",
               "|---|---|---|---|---|"]
@@ -211,19 +253,29 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {backend} | {g['grade_p50'] * 1000:.0f} ms | {g['grade_p95'] * 1000:.0f} ms | "
                      f"{g['floor_p50'] * 1000:.0f} ms | {g['grade_p50'] / g['floor_p50']:.1f}x |")
         print(lines[-1], flush=True)
-    lines += ["", f"## Episode throughput ({args.episodes} episodes, one submission each)", "",
-              f"| backend | policy | mean reward | 1 at a time | {args.concurrency} concurrent | speed-up |",
-              "|---|---|---|---|---|---|"]
+    seq_episodes = max(args.episodes // 4, 8)
+    lines += ["", f"## Episode throughput ({args.episodes} episodes concurrent, {seq_episodes} one at a time, "
+              f"one submission each; {args.rounds} round(s)): no server / fork server", "",
+              f"| backend | policy | mean reward | 1 at a time: no server / fork server | fork / no server | "
+              f"{args.concurrency} concurrent: no server / fork server | fork / no server | "
+              f"{args.concurrency} vs 1 (fork server) | load avg (1 min) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    pair = 0  # one step per policy: 1-at-a-time and concurrent start with opposite variants
     for backend in args.backends:
         for policy in ("reference", "buggy"):
-            seq = throughput(backend, policy, 1, max(args.episodes // 4, 8))
-            par = throughput(backend, policy, args.concurrency, args.episodes)
-            lines.append(f"| {backend} | {policy} | {par['mean_reward']:.2f} | {seq['eps']:.1f} eps/s | "
-                         f"{par['eps']:.1f} eps/s | {par['eps'] / seq['eps']:.1f}x |")
+            seq = paired_throughput(backend, policy, 1, seq_episodes, args.rounds, pair)
+            par = paired_throughput(backend, policy, args.concurrency, args.episodes, args.rounds, pair + 1)
+            pair += 1
+            load = (min(seq["load"][0], par["load"][0]), max(seq["load"][1], par["load"][1]))
+            lines.append(f"| {backend} | {policy} | {par['mean_reward']:.2f} | "
+                         f"{seq['before']:.1f} / {seq['after']:.1f} eps/s | {seq['ratio']:.2f}x | "
+                         f"{par['before']:.1f} / {par['after']:.1f} eps/s | {par['ratio']:.2f}x | "
+                         f"{par['after'] / seq['after']:.1f}x | {load[0]:.1f}-{load[1]:.1f} |")
             print(lines[-1], flush=True)
     lines += ["", "Grading is one exec: the hidden tests run in one process, the solution in another "
               "(one forked copy per test) and only plain data crosses (see envs/code/grader.py); an "
-              "episode here is reset + one submit (grading in a pooled, reset sandbox)."]
+              "episode here is reset + one submit (grading in a pooled, reset sandbox). Grading latency above "
+              "is through the fork server; `--fork-server` measures it paired with and without."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     return 0

@@ -21,8 +21,11 @@ the fence submits the last fenced block.
 Sandboxes: each environment keeps one warm sandbox of ``backend`` ("docker" by default, or
 "local") for its episodes: reused across an episode's turns, reset (processes killed, files
 wiped) before the next episode. Grading uses another sandbox from a shared pool, reset after
-every grading. Deadlines: ``exec_timeout_s`` per run, ``episode_exec_s`` of run time per
-episode (then python/bash refuse; submit still works), ``test_timeout_s`` per hidden test.
+every grading. Both run their execs through the fork server inside each warm sandbox
+(``fork_server=True``, the default; ``False`` starts every exec the old way, one ``docker exec``
+or bubblewrap start, for comparisons). Deadlines: ``exec_timeout_s`` per run, ``episode_exec_s``
+of run time per episode (then python/bash refuse; submit still works), ``test_timeout_s`` per
+hidden test.
 
 Reward (at the submission that ends the episode; 0 otherwise): 1 if every hidden test passes
 else 0 (``reward="binary"``), or the fraction passed (``reward="fraction"``). A submission on
@@ -116,16 +119,28 @@ class CodeOptions(ToolTurnOptions):
     output_chars: int = Field(default=4000, ge=200)
     """Characters of one tool result shown to the agent (head and tail kept)."""
     grading_pool_size: int = Field(default=2, ge=1)
-    """Warm grading sandboxes shared by every environment of this backend and limits."""
+    """Warm grading sandboxes shared by every environment of this backend, limits and fork_server."""
+    fork_server: bool = True
+    """Run the episode's and the grading sandboxes' execs through the fork server inside each
+    warm sandbox (a Docker exec ~5 ms instead of ~80 ms); False takes the path before it, one
+    ``docker exec`` / bubblewrap start per exec (to compare: ``python bench/code.py``)."""
     limits: dict[str, Any] = Field(default_factory=dict)
     """SandboxLimits fields for both the episode and the grading sandboxes (memory_mb, ...)."""
 
 
-def grading_pool(backend: str, limits: SandboxLimits, size: int = 2) -> SandboxPool:
-    """The process-wide pool of grading sandboxes for ``backend`` and ``limits`` (made once, in
-    the :func:`~turngym.sandboxes.shared_pool` registry, which closes it at exit)."""
-    key = ("code-grading", backend, limits.model_dump_json())
-    return shared_pool(key, lambda: SandboxPool(lambda: make_sandbox(backend, limits), size=size,
+def _sandbox_options(fork_server: bool) -> dict[str, Any]:
+    """``make_sandbox`` options: ``fork_server`` only when turned off, so that a backend
+    registered without that option (register_backend) still builds with the default."""
+    return {} if fork_server else {"fork_server": False}
+
+
+def grading_pool(backend: str, limits: SandboxLimits, size: int = 2, *,
+                 fork_server: bool = True) -> SandboxPool:
+    """The process-wide pool of grading sandboxes for ``backend``, ``limits`` and ``fork_server``
+    (made once, in the :func:`~turngym.sandboxes.shared_pool` registry, which closes it at exit)."""
+    key = ("code-grading", backend, limits.model_dump_json(), fork_server)
+    options = _sandbox_options(fork_server)
+    return shared_pool(key, lambda: SandboxPool(lambda: make_sandbox(backend, limits, **options), size=size,
                                                 acquire_timeout=600.0))
 
 
@@ -162,7 +177,8 @@ class CodeEnv(TurnEnv):
     def sandbox(self) -> Sandbox:
         if self._sandbox is None or self._sandbox.closed:
             try:
-                self._sandbox = make_sandbox(self.options.backend, self.limits)
+                self._sandbox = make_sandbox(self.options.backend, self.limits,
+                                             **_sandbox_options(self.options.fork_server))
             except SandboxUnavailable as err:
                 raise EnvUnavailable(str(err)) from None
         return self._sandbox
@@ -170,7 +186,8 @@ class CodeEnv(TurnEnv):
     def _grade(self, code: str) -> GradeResult:
         assert self.task is not None
         try:
-            pool = grading_pool(self.options.backend, self.limits, self.options.grading_pool_size)
+            pool = grading_pool(self.options.backend, self.limits, self.options.grading_pool_size,
+                                fork_server=self.options.fork_server)
         except SandboxUnavailable as err:
             raise EnvUnavailable(str(err)) from None
         meta = self.task.metadata

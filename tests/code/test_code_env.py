@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import pytest
 
 from turngym.envs.code.build_data import load_code_suite, load_humaneval_suite, split_tests
-from turngym.envs.code.env import CodeEnv
+from turngym.envs.code.env import CodeEnv, grading_pool
 from turngym.envs.code.grader import grade
 from turngym.envs.core import EnvUnavailable
 from turngym.envs.tasks import TaskSuite
 from turngym.sandboxes import make_sandbox
 from turngym.sandboxes.errors import SandboxUnavailable
+from turngym.sandboxes.local import bwrap_available
 
 WORKERS = 2
 
@@ -200,6 +202,51 @@ def test_exec_deadline_and_episode_budget():
         assert r == 1.0 and term
     finally:
         e.close()
+
+
+def _grading_sandboxes_stats(env: CodeEnv) -> tuple[dict[str, int], list[bool]]:
+    """Summed fork_stats and fork_server_up of every sandbox of ``env``'s grading pool: each is
+    checked out once (the one that just graded comes back after its reset)."""
+    pool = grading_pool(env.options.backend, env.limits, fork_server=env.options.fork_server)
+    with ExitStack() as stack:
+        graders = [stack.enter_context(pool.sandbox()) for _ in range(pool.size)]
+        totals = {k: sum(g.fork_stats[k] for g in graders) for k in graders[0].fork_stats}
+        return totals, [g.fork_server_up for g in graders]
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.mark.parametrize("fork_server", [True, False])
+def test_fork_server_option_reaches_episode_and_grading_sandboxes(backend, fork_server):
+    """fork_server=False: the agent's runs and the grading take the old exec path (no server
+    ever starts: nothing counts as a fallback either) and grade right; True: both go through the
+    fork server, never the old path."""
+    if backend == "local" and fork_server and not bwrap_available():
+        pytest.skip("the local fork server needs bubblewrap")
+    e = CodeEnv(backend=backend, fork_server=fork_server)
+    try:
+        try:
+            e.reset(seed=0)
+        except EnvUnavailable as err:
+            pytest.skip(str(err))
+        obs, *_ = e.step(_call("python", code="print(6 * 7)"))
+        assert "42" in obs
+        _, r, term, _, info = e.step(e.expert_reply())
+        assert (r, term, info["success"]) == (1.0, True, True)
+        graders, graders_up = _grading_sandboxes_stats(e)
+        for stats in (e.sandbox.fork_stats, graders):
+            assert stats["fallback_execs"] == 0, stats
+            if fork_server:
+                assert stats["fork_execs"] >= 1 and stats["server_starts"] >= 1, stats
+            else:
+                assert stats["fork_execs"] == stats["server_starts"] == 0, stats
+        assert e.sandbox.fork_server_up is fork_server and set(graders_up) == {fork_server}
+    finally:
+        e.close()
+
+
+def test_fork_server_option_is_validated():
+    with pytest.raises(ValueError, match="invalid option for CodeEnv: fork_server"):
+        CodeEnv(backend="local", fork_server="sometimes")
 
 
 def test_user_tasks_from_jsonl(tmp_path):
