@@ -22,6 +22,7 @@ _LAZY = {
     "RolloutEngine": "turngym.agents.rollout",
     "rollout": "turngym.agents.rollout",
     "ScriptedPolicy": "turngym.agents.scripted",
+    "EpisodePolicy": "turngym.agents.scripted",
     "HFPolicy": "turngym.agents.hf",
     "OpenAIPolicy": "turngym.agents.openai_http",
     "load_model": "turngym.agents.models",

@@ -20,6 +20,10 @@ machines (a Ray actor pool implements the same four methods).
 ``close()``
     Close everything; the pool cannot be used afterwards.
 
+An in-process pool also offers ``env(slot)``: the slot's environment itself, for policies
+that read the true state (scripted experts; see ``EpisodeView``). A pool in other processes
+has no such method.
+
 :class:`ThreadEnvPool` is the in-process implementation: environments step in worker
 threads (sandboxes, provers and browsers wait on I/O, so threads overlap them). Deadlines are
 enforced from outside: the engine stops waiting and the slot is marked dead; a thread cannot
@@ -232,6 +236,13 @@ class ThreadEnvPool:
                 env = self._envs.pop(slot, None)
             if env is not None:
                 _close_quietly(env)
+
+    def env(self, slot: int) -> Any:
+        """The slot's environment, unwrapped, or None when the slot has none (never made, released,
+        or abandoned past a deadline). For reading its state between calls, never for stepping it."""
+        with self._envs_lock:
+            env = self._envs.get(slot)
+        return None if env is None else env.unwrapped
 
     def close(self) -> None:
         if self._closed:

@@ -18,18 +18,29 @@ A chat-message backend that takes tool schemas as a request field (OpenAI ``tool
 ``native_tools = True`` and accepts ``generate(prompts, sampling, tools=[schemas per prompt])``;
 the rollout engine then passes each episode's tools that way and the agent leaves them out of
 the system message.
+
+A scripted policy that reads the episodes themselves rather than only the prompts (a solver
+reading the true state, a search oracle reading the task's gold answer, a random baseline with
+a per-episode generator) sets ``reads_episodes = True`` and accepts
+``generate(prompts, sampling, episodes=[EpisodeView per prompt])``. Such a policy may answer a
+prompt with ``finish_reason="abort"`` (:data:`ABORT`): it has no reply (an expert with no move
+from this state), and the engine ends that episode there, without a step, as ``truncated``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Completion", "Policy", "Prompt", "SamplingParams", "prompt_token_ids"]
+__all__ = ["ABORT", "Completion", "EpisodeView", "Policy", "Prompt", "SamplingParams", "prompt_token_ids"]
 
 #: Prompt token ids, or chat messages for backends that apply their own template.
 Prompt = list[int] | list[dict[str, Any]]
+
+#: The finish reason of a policy that has no reply: the engine ends the episode without a step.
+ABORT = "abort"
 
 
 class SamplingParams(BaseModel):
@@ -55,9 +66,33 @@ class Completion(BaseModel):
     logprobs: list[float] = Field(default_factory=list)
     """Per-token log-probabilities of ``token_ids`` (empty when the backend cannot give them)."""
     finish_reason: str = "stop"
-    """``stop`` (EOS or a stop string) or ``length`` (max_tokens reached)."""
+    """``stop`` (EOS or a stop string), ``length`` (max_tokens reached) or :data:`ABORT` (no
+    reply: the episode ends here)."""
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     """Structured tool calls, for backends (OpenAI-compatible) that return them separately."""
+
+
+@dataclass
+class EpisodeView:
+    """One episode as the rollout engine shows it to a policy that reads episodes
+    (``reads_episodes = True``), next to the episode's prompt."""
+
+    traj_id: str
+    task_id: str
+    seed: int
+    """The episode's seed (the environment's reset seed)."""
+    turn: int
+    """Index of the turn the reply is for, from 0."""
+    observation: str
+    """The latest observation (the task at turn 0)."""
+    info: dict[str, Any]
+    """The latest info, as the environment gave it (the reset info at turn 0)."""
+    env: Any = None
+    """The environment itself (unwrapped) when it lives in this process, else None: a solver
+    reads its true state. A policy must not step or reset it."""
+    state: dict[str, Any] = field(default_factory=dict)
+    """The policy's own scratch space for this episode, kept by the engine from turn to turn
+    (a per-episode random generator, a plan)."""
 
 
 @runtime_checkable

@@ -13,6 +13,12 @@
   evaluation's work items).
 - An environment that raises or misses its deadline ends that episode with status ``error``
   (logged and counted, kept out of training); the other episodes go on.
+- Every episode loop of turngym is this one — training, model and scripted evaluation, the
+  warm start's expert demonstrations, scripted baselines — so they all build prompts, Turns and
+  group ids alike. A scripted policy that reads the episodes (``reads_episodes``: a solver, an
+  oracle) is given an :class:`~turngym.agents.policy.EpisodeView` of each beside its prompt,
+  and may end an episode by answering :data:`~turngym.agents.policy.ABORT` (status
+  ``truncated``, no step).
 - Each exchange goes into the episode's memory with the prompt it answered and the sampled
   response ids, so the agent builds the next prompt from them (token in, token out: with
   full-history memory each turn's prompt + response ids are a prefix of the next prompt).
@@ -38,8 +44,8 @@ from typing import Any
 from pydantic import Field
 
 from turngym.agents.agent import Agent, AgentConfig, BuiltPrompt, EpisodeMemory, Exchange
-from turngym.agents.env_pool import EnvPool, ResetRequest, StepRequest, ThreadEnvPool
-from turngym.agents.policy import Completion, Policy, SamplingParams
+from turngym.agents.env_pool import EnvPool, EnvResult, ResetRequest, StepRequest, ThreadEnvPool
+from turngym.agents.policy import ABORT, Completion, EpisodeView, Policy, SamplingParams
 from turngym.agents.progress import Progress
 from turngym.agents.trajectory import Trajectory, Turn, hashable_json, json_safe
 from turngym.envs.tasks import Task
@@ -112,6 +118,11 @@ class _Episode:
     memory: EpisodeMemory | None = None
     anchor: Any = None
     stratum: Any = None
+    observation: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    """The latest observation and info (what a policy that reads episodes is shown)."""
+    state: dict[str, Any] = field(default_factory=dict)
+    """That policy's scratch space for this episode (EpisodeView.state)."""
     done: bool = False
     turns: list[Turn] = field(default_factory=list)
 
@@ -140,6 +151,8 @@ class RolloutEngine:
         # A chat-message policy that takes tool schemas per request (OpenAI-compatible
         # endpoints) gets each episode's tools that way, not described in the system message.
         self.native_tools = tokenizer is None and bool(getattr(policy, "native_tools", False))
+        # A scripted policy that reads the episodes (policy module doc) is shown each one.
+        self.reads_episodes = bool(getattr(policy, "reads_episodes", False))
         self.agent = Agent(tokenizer, AgentConfig(**{k: getattr(self.config, k) for k in AgentConfig.model_fields}),
                            native_tools=self.native_tools)
         self.env_id = env if isinstance(env, str) else getattr(env, "env_id", "")
@@ -222,67 +235,95 @@ class RolloutEngine:
             if res.error is not None:
                 self._fail(pool, ep, res.error, bar)
                 continue
-            ep.traj.initial_observation = res.observation
+            ep.traj.initial_observation = ep.observation = res.observation
+            ep.info = res.info
             ep.memory = EpisodeMemory(instructions=res.instructions, tools=res.tools, task=res.observation)
             ep.anchor = hashable_json(res.info.get("anchor"))
             ep.stratum = hashable_json(res.info.get("stratum"))
 
     def _round(self, pool: EnvPool, active: list[_Episode], turn: int, bar: Progress) -> None:
-        cfg = self.config
+        """One turn of every active episode: one generate call, one batch of steps."""
         prompts = [self.agent.build(ep.memory) for ep in active]  # type: ignore[arg-type]
-        seeds = [derive_seed(ep.traj.seed, "turn", turn) for ep in active]
         t0 = time.perf_counter()
-        if self.native_tools:
-            completions = self.policy.generate([p.prompt for p in prompts], cfg.sampling(seeds),
-                                               tools=[ep.memory.tools for ep in active])  # type: ignore[call-arg, union-attr]
-        else:
-            completions = self.policy.generate([p.prompt for p in prompts], cfg.sampling(seeds))
+        completions = self._generate(pool, active, prompts, turn)
         generate_s = time.perf_counter() - t0
-        if len(completions) != len(active):
-            raise RuntimeError(f"the policy returned {len(completions)} completions for {len(active)} prompts")
-        actions = [Agent.action_text(c) for c in completions]
-        results = pool.step([StepRequest(ep.slot, a) for ep, a in zip(active, actions)])
         finished: list[int] = []
-        for ep, prompt, completion, action, res in zip(active, prompts, completions, actions, results):
+        moves: list[tuple[_Episode, BuiltPrompt, Completion, str]] = []
+        for ep, prompt, completion in zip(active, prompts, completions):
+            if completion.finish_reason == ABORT:  # the policy has no reply: the episode ends unstepped
+                self._finish(ep, "truncated", False, bar)
+                finished.append(ep.slot)
+            else:
+                moves.append((ep, prompt, completion, Agent.action_text(completion)))
+        results = pool.step([StepRequest(ep.slot, action) for ep, _, _, action in moves]) if moves else []
+        for (ep, prompt, completion, action), res in zip(moves, results):
             if res.error is not None:
                 self._fail(pool, ep, res.error, bar)
                 continue
-            info = res.info
-            ep.turns.append(Turn(
-                step=len(ep.turns),
-                prompt_ids=prompt.ids or [],
-                response_ids=list(completion.token_ids),
-                logprobs=list(completion.logprobs),
-                prompt_text=prompt.text,
-                response_text=action,
-                observation=res.observation,
-                reward=res.reward,
-                anchor=ep.anchor,
-                stratum=info.get("stratum", ep.stratum),
-                action_valid=bool(info.get("action_valid", True)),
-                tool_calls=json_safe(list(info.get("tool_calls", []))),
-                info=self._turn_info(info, prompt, completion),
-                generate_s=generate_s,
-                env_s=res.seconds,
-            ))
-            ep.anchor = hashable_json(info.get("anchor"))
-            ep.stratum = hashable_json(info.get("stratum", ep.stratum))
-            ep.memory.history.append(Exchange(  # type: ignore[union-attr]
-                # with structured calls the reply is their text; the calls go in as structure
-                action=completion.text if completion.tool_calls else action,
-                observation=res.observation, tool_output=bool(info.get("tool_calls")),
-                structured_calls=list(completion.tool_calls),
-                # token in, token out: the next prompt extends this prompt and the sampled ids
-                response_ids=list(completion.token_ids), prompt=prompt))
-            capped = cfg.max_turns is not None and len(ep.turns) >= cfg.max_turns
+            self._record(ep, prompt, completion, action, res, generate_s)
+            capped = self.config.max_turns is not None and len(ep.turns) >= self.config.max_turns
             if res.terminated or res.truncated or capped:
-                ep.done = True
-                ep.traj.status = "ok" if res.terminated else "truncated"
-                ep.traj.success = bool(info.get("success", False))
+                self._finish(ep, "ok" if res.terminated else "truncated", bool(res.info.get("success", False)), bar)
                 finished.append(ep.slot)
-                bar.update(1)
         if finished:
             pool.release(finished)
+
+    def _generate(self, pool: EnvPool, active: list[_Episode], prompts: list[BuiltPrompt], turn: int) -> list[Completion]:
+        """One batched ``generate`` over the active episodes, with what this policy takes besides
+        the prompts: the tool schemas (``native_tools``), the episodes (``reads_episodes``)."""
+        seeds = [derive_seed(ep.traj.seed, "turn", turn) for ep in active]
+        extra: dict[str, Any] = {}
+        if self.native_tools:
+            extra["tools"] = [ep.memory.tools for ep in active]  # type: ignore[union-attr]
+        if self.reads_episodes:
+            env_of = getattr(pool, "env", None)  # an in-process pool's (env_pool module doc)
+            extra["episodes"] = [EpisodeView(
+                traj_id=ep.traj.traj_id, task_id=ep.traj.task_id, seed=ep.traj.seed or 0, turn=len(ep.turns),
+                observation=ep.observation, info=ep.info, env=env_of(ep.slot) if env_of else None, state=ep.state,
+            ) for ep in active]
+        completions = self.policy.generate([p.prompt for p in prompts], self.config.sampling(seeds), **extra)
+        if len(completions) != len(active):
+            raise RuntimeError(f"the policy returned {len(completions)} completions for {len(active)} prompts")
+        return completions
+
+    def _record(self, ep: _Episode, prompt: BuiltPrompt, completion: Completion, action: str, res: EnvResult,
+                generate_s: float) -> None:
+        """The Turn of a stepped reply, and the exchange the agent builds the next prompt from."""
+        info = res.info
+        ep.turns.append(Turn(
+            step=len(ep.turns),
+            prompt_ids=prompt.ids or [],
+            response_ids=list(completion.token_ids),
+            logprobs=list(completion.logprobs),
+            prompt_text=prompt.text,
+            response_text=action,
+            observation=res.observation,
+            reward=res.reward,
+            anchor=ep.anchor,
+            stratum=info.get("stratum", ep.stratum),
+            action_valid=bool(info.get("action_valid", True)),
+            tool_calls=json_safe(list(info.get("tool_calls", []))),
+            info=self._turn_info(info, prompt, completion),
+            generate_s=generate_s,
+            env_s=res.seconds,
+        ))
+        ep.anchor = hashable_json(info.get("anchor"))
+        ep.stratum = hashable_json(info.get("stratum", ep.stratum))
+        ep.observation, ep.info = res.observation, info
+        ep.memory.history.append(Exchange(  # type: ignore[union-attr]
+            # with structured calls the reply is their text; the calls go in as structure
+            action=completion.text if completion.tool_calls else action,
+            observation=res.observation, tool_output=bool(info.get("tool_calls")),
+            structured_calls=list(completion.tool_calls),
+            # token in, token out: the next prompt extends this prompt and the sampled ids
+            response_ids=list(completion.token_ids), prompt=prompt))
+
+    @staticmethod
+    def _finish(ep: _Episode, status: str, success: bool, bar: Progress) -> None:
+        ep.done = True
+        ep.traj.status = status
+        ep.traj.success = success
+        bar.update(1)
 
     @staticmethod
     def _turn_info(info: dict[str, Any], prompt: BuiltPrompt, completion: Completion) -> dict[str, Any]:

@@ -59,18 +59,24 @@ class Tool:
         self.description = description
         self.arguments = arguments
         self.fn = fn
+        self._schema: str | None = None
 
     def schema(self) -> dict[str, Any]:
-        """The OpenAI function-calling schema of this tool."""
-        params = self.arguments.model_json_schema()
-        params.pop("title", None)
-        for prop in params.get("properties", {}).values():
-            prop.pop("title", None)
-        params.setdefault("properties", {})
-        return {
-            "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": params},
-        }
+        """The OpenAI function-calling schema of this tool (a fresh copy each call).
+
+        Made once per tool: pydantic takes milliseconds to build it, and the rollout engine asks
+        at every environment reset."""
+        if self._schema is None:
+            params = self.arguments.model_json_schema()
+            params.pop("title", None)
+            for prop in params.get("properties", {}).values():
+                prop.pop("title", None)
+            params.setdefault("properties", {})
+            self._schema = json.dumps({
+                "type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": params},
+            })
+        return json.loads(self._schema)
 
     def validate(self, call: ToolCall) -> BaseModel:
         """Typed arguments for ``call``, or :class:`ToolError` saying what is wrong."""

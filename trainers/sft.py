@@ -1,10 +1,11 @@
 """Supervised warm start on an environment's expert demonstrations (``turngym sft``).
 
-Environments with a solver implement ``TurnEnv.expert_reply()``. Demonstrations are recorded
-through the same :class:`~turngym.agents.agent.Agent` the rollout engine uses, so each
-demonstration turn's prompt ids are exactly what the model will see during RL; the loss is
-cross-entropy on the reply tokens (plus the end-of-turn token) only. This is how agent
-pipelines start RL from a model that already acts sensibly (docs/design.md, "Evidence").
+Environments with a solver implement ``TurnEnv.expert_reply()``. The expert is a policy like
+any other (:class:`~turngym.agents.scripted.EpisodePolicy`): its episodes run through the
+rollout engine with the run's rollout settings, so each demonstration turn's prompt ids are
+exactly what the model will see there during RL; the loss is cross-entropy on the reply tokens
+(plus the end-of-turn token) only. This is how agent pipelines start RL from a model that
+already acts sensibly (docs/design.md, "Evidence").
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from turngym.agents.agent import Agent, AgentConfig, EpisodeMemory, Exchange
+from turngym.agents.agent import AgentConfig
+from turngym.agents.policy import EpisodeView
 from turngym.agents.progress import Progress
-from turngym.agents.rollout import derive_seed
+from turngym.agents.rollout import EpisodeSpec, RolloutConfig, RolloutEngine, derive_seed
+from turngym.agents.scripted import EpisodePolicy, NoExpertError, expert
+from turngym.agents.trajectory import Trajectory
 from turngym.envs.tasks import Task
 from turngym.trainers.rows import Row, collate, micro_batches, token_logprobs
 
@@ -28,8 +32,8 @@ __all__ = ["NoExpertError", "collect_demonstrations", "misspell", "sft"]
 log = logging.getLogger(__name__)
 
 
-class NoExpertError(ValueError):
-    """The environment has no solver (``expert_reply`` returns None)."""
+#: Demonstration episodes run at once (each holds an environment: a sandbox, a browser).
+DEMO_BATCH = 64
 
 
 def collect_demonstrations(
@@ -42,8 +46,16 @@ def collect_demonstrations(
     max_turns: int = 100,
     recovery_rate: float = 0.0,
 ) -> list[Row]:
-    """One row per expert turn over the given tasks (ids or Task objects; prompt ids as the
-    agent builds them).
+    """One row per expert turn over the given tasks (ids or Task objects), in task order.
+
+    The expert (:func:`turngym.agents.scripted.expert`) plays one episode per task through the
+    rollout engine with ``agent_config`` (the run's rollout config: memory, window, prompt budget,
+    tool-call style, and its environment deadlines and concurrency), so a row's prompt ids are
+    the ones the engine builds for that turn during RL. A row's response is the expert's reply
+    ids plus EOS. Task ``t`` resets with seed ``derive_seed(seed, "sft", t)``; an episode ends
+    when the environment ends it, after ``max_turns`` turns (misspelt ones included), or when
+    the expert has no reply. An episode whose environment fails is logged and keeps the rows it
+    had. Raises :class:`NoExpertError` when the environment has no expert, or it never replied.
 
     ``recovery_rate``: before each expert turn, with this probability, the environment first
     receives a misspelt copy of the expert's reply (:func:`misspell`; never trained on), so the
@@ -51,43 +63,54 @@ def collect_demonstrations(
     invalid-reply observation. Without these, a policy that samples one malformed reply during
     RL meets a prompt it never saw and tends to stay malformed for the rest of the episode.
     """
-    from turngym.envs import make
-
-    env = make(env_id, **(env_kwargs or {}))
-    base = env.unwrapped
-    agent = Agent(tokenizer, agent_config)
-    tools = [t.schema() for t in getattr(base, "tools", [])]
-    eos = tokenizer.eos_token_id
+    player = _RecoveringExpert(recovery_rate, seed)
+    config = RolloutConfig.model_validate(
+        {**agent_config.model_dump(), "group_size": 1, "max_turns": max_turns, "progress": False})
+    engine = RolloutEngine(EpisodePolicy(player, tokenizer), env_id, tokenizer, config, env_kwargs=env_kwargs)
     rows: list[Row] = []
-    try:
-        for task in tasks:
-            task_id = task.id if isinstance(task, Task) else task
-            obs, info = env.reset(seed=derive_seed(seed, "sft", task_id), options={"task": task})
-            memory = EpisodeMemory(instructions=getattr(base, "instructions", ""), tools=tools, task=obs)
-            rng = np.random.default_rng(derive_seed(seed, "sft-recovery", task_id))
-            for _ in range(max_turns):
-                reply = base.expert_reply()
-                if reply is None:
-                    if not rows:
-                        raise NoExpertError(f"{env_id} has no expert (its expert_reply() returns None)")
-                    break
-                if recovery_rate > 0 and rng.random() < recovery_rate:
-                    wrong = misspell(reply, rng)
-                    obs, reward, terminated, truncated, info = env.step(wrong)
-                    memory.history.append(Exchange(action=wrong, observation=obs, tool_output=bool(info.get("tool_calls"))))
-                    if terminated or truncated:
-                        break
-                    continue  # the expert answers the observation the misspelling produced
-                prompt = agent.build(memory)
-                response = list(tokenizer(reply, add_special_tokens=False)["input_ids"]) + ([eos] if eos is not None else [])
-                rows.append(Row(prompt_ids=list(prompt.ids or []), response_ids=response, task_id=task_id))
-                obs, reward, terminated, truncated, info = env.step(reply)
-                memory.history.append(Exchange(action=reply, observation=obs, tool_output=bool(info.get("tool_calls"))))
-                if terminated or truncated:
-                    break
-    finally:
-        env.close()
+    for first in range(0, len(tasks), DEMO_BATCH):
+        specs = [_demo_spec(task, seed, first + i) for i, task in enumerate(tasks[first : first + DEMO_BATCH])]
+        for traj in engine.run_episodes(specs):
+            rows += _demo_rows(traj, player.slips)
+    if tasks and not rows:
+        raise NoExpertError(f"{env_id}'s expert gave no demonstration (its expert_reply() returned None)")
     return rows
+
+
+class _RecoveringExpert:
+    """``act`` of the demonstrations: the environment's expert, whose reply is first misspelt
+    with probability ``rate`` (a generator per episode, seeded by the run seed and the task).
+    ``slips`` holds the ``(traj_id, turn)`` of the misspelt turns, which are never trained on."""
+
+    def __init__(self, rate: float, seed: int) -> None:
+        self.rate, self.seed = rate, seed
+        self.slips: set[tuple[str, int]] = set()
+
+    def __call__(self, view: EpisodeView) -> str | None:
+        reply = expert(view)
+        if reply is None or self.rate <= 0:
+            return reply
+        rng = view.state.get("rng")
+        if rng is None:
+            rng = view.state["rng"] = np.random.default_rng(derive_seed(self.seed, "sft-recovery", view.task_id))
+        if rng.random() < self.rate:
+            self.slips.add((view.traj_id, view.turn))
+            return misspell(reply, rng)  # the expert answers the observation this produces next turn
+        return reply
+
+
+def _demo_spec(task: str | Task, seed: int, index: int) -> EpisodeSpec:
+    task_id = task.id if isinstance(task, Task) else task
+    return EpisodeSpec(task=task, seed=derive_seed(seed, "sft", task_id), traj_id=f"{task_id}/{index}")
+
+
+def _demo_rows(traj: Trajectory, slips: set[tuple[str, int]]) -> list[Row]:
+    """The expert turns of one demonstration episode as training rows (misspelt turns left out)."""
+    if traj.status == "error":
+        log.warning("demonstration %s ended with an environment error after %d turns: %s",
+                    traj.traj_id, len(traj.turns), traj.error)
+    return [Row(prompt_ids=list(turn.prompt_ids), response_ids=list(turn.response_ids), task_id=traj.task_id)
+            for turn in traj.turns if (traj.traj_id, turn.step) not in slips]
 
 
 def misspell(reply: str, rng: np.random.Generator) -> str:

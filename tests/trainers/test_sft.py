@@ -1,13 +1,22 @@
-"""The warm start's demonstrations: recovery turns after a misspelt reply."""
+"""The warm start's demonstrations: the expert through the rollout engine, recovery turns after a
+misspelt reply, and rows pinned to those recorded before (the main job's numbers rest on them)."""
 
+import json
+from pathlib import Path
+
+import gymnasium as gym
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import turngym
 from turngym.agents.agent import AgentConfig
 from turngym.agents.models import load_model
-from turngym.trainers.sft import collect_demonstrations, misspell
+from turngym.envs.core import TurnEnv
+from turngym.envs.tasks import Task, TaskSuite
+from turngym.tools.parsers import parse_tool_calls
+from turngym.trainers.sft import NoExpertError, collect_demonstrations, misspell
 
 TINY = "tiny-markov:hidden=32,layers=1,heads=2,seed=0"
 AGENT = AgentConfig(memory="window", memory_window=0)
@@ -44,3 +53,44 @@ def test_recovery_demonstrations_answer_the_invalid_reply_observation_with_a_val
     moves = {f"<action>{m}</action>" for m in ("up", "down", "left", "right")}
     assert set(replies) <= moves and set(recovering) <= moves
     assert _demos(0.3) == (prompts, replies)  # reproducible from the seed
+
+
+def test_demonstrations_equal_those_recorded_before_the_expert_ran_through_the_engine():
+    # Recorded by the collector's own episode loop before #20 made the expert a policy of the
+    # rollout engine: the same seed still gives the same prompts, replies and recovery turns.
+    pinned = json.loads((Path(__file__).parent / "data" / "sft_demonstrations.json").read_text())
+    cfg = pinned["config"]
+    _, tokenizer = load_model(cfg["model"])
+    tasks = [t.id for t in turngym.make(cfg["env"]).unwrapped.suite.split("train")[: cfg["train_tasks"]]]
+    rows = collect_demonstrations(cfg["env"], tasks, tokenizer, AgentConfig(**cfg["agent"]), cfg["env_kwargs"],
+                                  seed=cfg["seed"], recovery_rate=cfg["recovery_rate"])
+    assert [{"task_id": r.task_id, "prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in rows] == pinned["rows"]
+
+
+@pytest.mark.parametrize("style", ["hermes", "react"])
+def test_demonstrations_are_written_in_the_rollout_tool_call_style(style):
+    _, tokenizer = load_model(TINY)
+    env_id = "turngym/Search-v0"
+    tasks = [t.id for t in turngym.make(env_id).unwrapped.suite.split("train")[:2]]
+    rows = collect_demonstrations(env_id, tasks, tokenizer, AgentConfig(tool_call_style=style), {"max_turns": 8})
+    replies = [tokenizer.decode(r.response_ids, skip_special_tokens=True) for r in rows]
+    assert replies and all(parse_tool_calls(reply, style).calls for reply in replies)
+    assert all(("<tool_call>" in reply) == (style == "hermes") for reply in replies)
+
+
+class NoExpertEnv(TurnEnv):
+    def __init__(self, **kw):
+        super().__init__(suite=TaskSuite("sfttest", [Task(id="t", split="train")]), **kw)
+
+    def _reset_task(self, task):
+        return "go", {}
+
+    def _step(self, action):
+        return "done", 0.0, True, {}
+
+
+def test_an_environment_without_an_expert_says_so():
+    gym.register("sfttest/NoExpert-v0", NoExpertEnv, disable_env_checker=True)
+    _, tokenizer = load_model(TINY)
+    with pytest.raises(NoExpertError, match="no expert for NoExpertEnv"):
+        collect_demonstrations("sfttest/NoExpert-v0", ["t"], tokenizer, AGENT)
