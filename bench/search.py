@@ -68,14 +68,11 @@ def main() -> None:
     import bm25s
 
     import turngym
+    from turngym.agents.rollout import RolloutConfig, RolloutEngine
+    from turngym.agents.scripted import EpisodePolicy, per_episode
     from turngym.envs import load_suite
     from turngym.envs.search.corpus import load_corpus
-    from turngym.envs.search.policies import (
-        OracleSearchPolicy,
-        RandomSearchPolicy,
-        run_episode,
-        tool_call,
-    )
+    from turngym.envs.search.policies import OracleSearchPolicy, RandomSearchPolicy, tool_call
     from turngym.envs.search.retrieval import make_retriever
 
     rows: list[tuple[str, str]] = []
@@ -131,15 +128,18 @@ def main() -> None:
     s50, s95 = percentiles(steps)
     rows.append(("env.step with a search call (parse + BM25 + format), full corpus", f"p50 {s50:.3f} ms, p95 {s95:.3f} ms (target p50 <= 5 ms)"))
 
-    # -- episodes/s ----------------------------------------------------------------------------
-    env = turngym.make("turngym/Search-v0", split="test", max_turns=12, retriever_options={"cache_dir": cache})
-    for name, policy in (("oracle", OracleSearchPolicy()), ("random", RandomSearchPolicy(seed=0))):
+    # -- episodes/s: the rollout engine, environments stepped in its own thread -------------------
+    config = RolloutConfig(group_size=1, concurrency=0, progress=False)
+    env_kwargs = {"split": "test", "max_turns": 12, "retriever_options": {"cache_dir": cache}}
+    policies = (("oracle", lambda view: OracleSearchPolicy()), ("random", lambda view: RandomSearchPolicy(seed=view.seed)))
+    for name, make_policy in policies:
+        engine = RolloutEngine(EpisodePolicy(per_episode(make_policy)), "turngym/Search-v0", config=config, env_kwargs=env_kwargs)
         t0 = time.perf_counter()
-        results = [run_episode(env, policy, tid) for tid in test_ids]
+        results = engine.run(test_ids)
         dt = time.perf_counter() - t0
-        em = np.mean([r["info"].get("em", 0.0) for r in results])
-        turns = np.mean([r["turns"] for r in results])
-        rows.append((f"episodes/s, scripted {name} policy (500 test tasks, 1 thread)", f"{len(results) / dt:.0f} episodes/s, {len(results) * turns / dt:.0f} steps/s; EM {em:.3f}, {turns:.1f} turns/episode"))
+        em = np.mean([t.turns[-1].info.get("em", 0.0) for t in results])
+        turns = np.mean([len(t.turns) for t in results])
+        rows.append((f"episodes/s, scripted {name} policy through the rollout engine (500 test tasks, 1 thread)", f"{len(results) / dt:.0f} episodes/s, {len(results) * turns / dt:.0f} steps/s; EM {em:.3f}, {turns:.1f} turns/episode"))
 
     # -- dense / hybrid ------------------------------------------------------------------------
     if args.dense:

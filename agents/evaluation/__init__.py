@@ -30,7 +30,6 @@ from turngym.agents.evaluation.runner import (
 )
 from turngym.agents.evaluation.scripted import (
     SCRIPTED_POLICIES,
-    EnvStepRunner,
     register_expert,
     register_scripted,
     scripted_runner,
@@ -50,7 +49,6 @@ __all__ = [
     "SCRIPTED_POLICIES",
     "BootstrapCI",
     "EnvResult",
-    "EnvStepRunner",
     "EpisodeRunner",
     "EvalConfig",
     "EvalConfigError",

@@ -12,7 +12,7 @@ Specs, by scheme (the prefix before the first ``:``):
 - anything else — a Hugging Face id or path, ``smollm2``, ``tiny``, a turngym checkpoint —
   goes to ``turngym.agents.models.load_policy(spec)``.
 
-Model policies are run by the rollout engine through :func:`policy_runner`.
+Every policy, scripted or model, is run by the rollout engine through :func:`policy_runner`.
 
 Schemes are a registry (:data:`RUNNER_SCHEMES`: prefix before the first ``:`` -> factory), so
 a new kind of spec is one :func:`register_scheme` call, not another branch.
@@ -21,12 +21,11 @@ a new kind of spec is one :func:`register_scheme` call, not another branch.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from turngym.agents.evaluation.runner import EpisodeRunner, EvalConfigError, WorkItem
+from turngym.agents.evaluation.runner import EpisodeRunner, EvalConfigError, policy_runner
 from turngym.agents.evaluation.scripted import scripted_runner
-from turngym.agents.trajectory import Trajectory
 
 __all__ = ["RUNNER_SCHEMES", "policy_runner", "register_scheme", "runner_for_spec"]
 
@@ -57,10 +56,8 @@ def _closing(runner: EpisodeRunner, policy: Any) -> EpisodeRunner:
 
 
 def _scripted(name: str, options: dict[str, Any]) -> EpisodeRunner:
-    """``scripted:<name>``, with the deadlines of the ``rollout`` option (as model policies have)."""
-    rollout = options.get("rollout")
-    deadlines = {} if rollout is None else {"step_timeout_s": rollout.step_timeout_s, "reset_timeout_s": rollout.reset_timeout_s}
-    return scripted_runner(name, options.get("env_kwargs"), **deadlines)
+    """``scripted:<name>``, run by the rollout engine with the ``rollout`` option as model policies are."""
+    return scripted_runner(name, options.get("env_kwargs"), options.get("rollout"))
 
 
 #: ``factory(rest of the spec, options) -> EpisodeRunner``, by spec scheme.
@@ -74,37 +71,6 @@ RUNNER_SCHEMES: dict[str, Callable[[str, dict[str, Any]], EpisodeRunner]] = {
 def register_scheme(scheme: str, factory: Callable[[str, dict[str, Any]], EpisodeRunner]) -> None:
     """Handle specs ``<scheme>:<rest>`` with ``factory(rest, options)``."""
     RUNNER_SCHEMES[scheme] = factory
-
-
-def policy_runner(policy: Any, options: dict[str, Any]) -> EpisodeRunner:
-    """An episode runner that runs a :class:`~turngym.agents.policy.Policy` with the rollout engine.
-
-    Every item becomes one episode (its env, task and seed), all items of a batch that share an
-    environment run together through one engine (one batched ``generate`` per round). Options:
-    ``tokenizer`` (default: ``policy.tokenizer`` when the policy has one, else chat messages),
-    ``rollout`` (a :class:`~turngym.agents.rollout.RolloutConfig`; evaluation defaults to greedy
-    decoding) and ``env_kwargs`` (constructor arguments of the environments).
-    """
-    from turngym.agents.rollout import EpisodeSpec, RolloutConfig, RolloutEngine
-
-    tokenizer = options.get("tokenizer", getattr(policy, "tokenizer", None))
-    config = options.get("rollout") or RolloutConfig(temperature=0.0, progress=False)
-    env_kwargs = options.get("env_kwargs") or {}
-
-    def run(items: Sequence[WorkItem]) -> list[Trajectory]:
-        out: dict[int, Trajectory] = {}
-        by_env: dict[str, list[int]] = {}
-        for i, item in enumerate(items):
-            by_env.setdefault(item.env_id, []).append(i)
-        for env_id, indices in by_env.items():
-            engine = RolloutEngine(policy, env_id, tokenizer, config, env_kwargs=env_kwargs)
-            specs = [EpisodeSpec(task=items[i].task_id, seed=items[i].seed, group_id=items[i].task_id,
-                                 traj_id=items[i].traj_id) for i in indices]
-            for i, traj in zip(indices, engine.run_episodes(specs)):
-                out[i] = traj
-        return [out[i] for i in range(len(items))]
-
-    return run
 
 
 def _model_runner(spec: str, options: dict[str, Any]) -> EpisodeRunner:

@@ -56,6 +56,7 @@ __all__ = [
     "evaluate",
     "item_seed",
     "plan_work",
+    "policy_runner",
     "split_tasks",
 ]
 
@@ -119,6 +120,37 @@ class EvalConfig(BaseModel):
     """Bootstrap resamples."""
     report: bool = True
     """Write ``report.html`` beside ``results.json``."""
+
+
+def policy_runner(policy: Any, options: dict[str, Any]) -> EpisodeRunner:
+    """An episode runner that runs a :class:`~turngym.agents.policy.Policy` with the rollout engine.
+
+    Every item becomes one episode (its env, task and seed), all items of a batch that share an
+    environment run together through one engine (one batched ``generate`` per round). Options:
+    ``tokenizer`` (default: ``policy.tokenizer`` when the policy has one, else chat messages),
+    ``rollout`` (a :class:`~turngym.agents.rollout.RolloutConfig`; evaluation defaults to greedy
+    decoding) and ``env_kwargs`` (constructor arguments of the environments).
+    """
+    from turngym.agents.rollout import EpisodeSpec, RolloutConfig, RolloutEngine
+
+    tokenizer = options.get("tokenizer", getattr(policy, "tokenizer", None))
+    config = options.get("rollout") or RolloutConfig(temperature=0.0, progress=False)
+    env_kwargs = options.get("env_kwargs") or {}
+
+    def run(items: Sequence[WorkItem]) -> list[Trajectory]:
+        out: dict[int, Trajectory] = {}
+        by_env: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_env.setdefault(item.env_id, []).append(i)
+        for env_id, indices in by_env.items():
+            engine = RolloutEngine(policy, env_id, tokenizer, config, env_kwargs=env_kwargs)
+            specs = [EpisodeSpec(task=items[i].task_id, seed=items[i].seed, group_id=items[i].task_id,
+                                 traj_id=items[i].traj_id) for i in indices]
+            for i, traj in zip(indices, engine.run_episodes(specs)):
+                out[i] = traj
+        return [out[i] for i in range(len(items))]
+
+    return run
 
 
 def item_seed(base_seed: int, env_id: str, task_id: str, run: int) -> int:

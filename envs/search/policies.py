@@ -1,8 +1,10 @@
 """Scripted policies for the search environment (tests, benchmarks, sanity checks).
 
-They read observations and infos and write replies, like a model would; they are not
-``turngym.agents`` policies (an environment never imports a higher layer) — the agents package
-can wrap them.
+They read observations and infos and write replies, like a model would: ``start(task)`` at the
+start of an episode, then ``act(observation, info)`` each turn. They are not ``turngym.agents``
+policies (an environment never imports a higher layer): the rollout engine runs them as
+``EpisodePolicy(per_episode(lambda view: OracleSearchPolicy()))`` (``turngym.agents.scripted``),
+one fresh object per episode, like any other policy.
 
 - :class:`OracleSearchPolicy` may read the task's metadata: it searches for each gold
   supporting title, opens the gold passage *only if the search returned it*, and answers with
@@ -22,7 +24,7 @@ import numpy as np
 
 from turngym.envs.tasks import Task
 
-__all__ = ["OracleSearchPolicy", "RandomSearchPolicy", "run_episode", "tool_call"]
+__all__ = ["OracleSearchPolicy", "RandomSearchPolicy", "tool_call"]
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
 
@@ -88,15 +90,3 @@ class RandomSearchPolicy:
         n = int(self.rng.integers(1, 4))
         return tool_call("search", query=" ".join(self.rng.choice(self._words or seen, size=n)))
 
-
-def run_episode(env: Any, policy: Any, task: Task | str, seed: int | None = None) -> dict[str, Any]:
-    """Play one episode; returns the return, the number of turns and the last info."""
-    obs, info = env.reset(seed=seed, options={"task": task})
-    policy.start(env.unwrapped.task)
-    total, turns, done = 0.0, 0, False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
-        total += reward
-        turns += 1
-        done = terminated or truncated
-    return {"return": total, "turns": turns, "info": info}

@@ -104,11 +104,8 @@ def test_webapps_expert_through_the_evaluation_runner(pool):
 
     tasks = {t.metadata["kind"]: t.id for t in WEBAPPS.split("test")}
     runner = scripted_runner("expert", {"pool": pool})
-    try:
-        trajectories = list(runner([WorkItem(env_id="turngym/WebApps-v0", task_id=task_id, run=0, seed=0)
-                                    for task_id in tasks.values()]))
-    finally:
-        runner.close()
+    trajectories = list(runner([WorkItem(env_id="turngym/WebApps-v0", task_id=task_id, run=0, seed=0)
+                                for task_id in tasks.values()]))
     assert [(t.task_id, t.status, t.success) for t in trajectories] == [(i, "ok", True) for i in tasks.values()]
 
 

@@ -7,16 +7,21 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import turngym
+from turngym.agents.rollout import RolloutConfig, RolloutEngine
+from turngym.agents.scripted import EpisodePolicy, per_episode
 from turngym.envs import load_suite
 from turngym.envs.search.env import SearchEnv
-from turngym.envs.search.policies import (
-    OracleSearchPolicy,
-    RandomSearchPolicy,
-    run_episode,
-    tool_call,
-)
+from turngym.envs.search.policies import OracleSearchPolicy, RandomSearchPolicy, tool_call
 
 TEST_SAMPLE = load_suite("search-multihop").split("test")[::5]  # 100 frozen test tasks
+
+
+def play(make_policy, tasks):
+    """Episodes of a search scripted policy (a fresh one per episode), run by the rollout engine."""
+    engine = RolloutEngine(EpisodePolicy(per_episode(make_policy)), "turngym/Search-v0",
+                           config=RolloutConfig(group_size=1, concurrency=0, progress=False),
+                           env_kwargs={"split": "test", "max_turns": 12})
+    return engine.run([task.id for task in tasks])
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +29,14 @@ def env():
     return turngym.make("turngym/Search-v0", split="test", max_turns=12)
 
 
-def test_oracle_reaches_high_exact_match(env):
-    results = [run_episode(env, OracleSearchPolicy(), task.id) for task in TEST_SAMPLE]
-    em = np.mean([r["info"]["em"] for r in results])
+def test_oracle_reaches_high_exact_match():
+    results = play(lambda view: OracleSearchPolicy(), TEST_SAMPLE)
+    em = np.mean([t.turns[-1].info["em"] for t in results])
     assert em >= 0.9
-    assert np.mean([r["return"] for r in results]) == pytest.approx(em)
+    assert np.mean([t.total_reward for t in results]) == pytest.approx(em)
     # two supporting passages: 2 searches + 2 opens + 1 answer, ending in stratum 2
-    assert {r["info"]["stratum"] for r in results} == {2}
-    assert all(r["turns"] == 5 for r in results if r["info"]["success"])
+    assert {t.turns[-1].stratum for t in results} == {2}
+    assert all(len(t.turns) == 5 for t in results if t.success)
 
 
 def test_expert_reply_solves_without_changing_state(env):
@@ -50,11 +55,10 @@ def test_expert_reply_solves_without_changing_state(env):
     assert np.mean(successes) >= 0.95 and np.median(turns) == 5
 
 
-def test_random_policy_does_not(env):
-    policy = RandomSearchPolicy(seed=0)
-    results = [run_episode(env, policy, task.id) for task in TEST_SAMPLE]
-    assert np.mean([r["return"] for r in results]) <= 0.1
-    assert len({r["info"]["stratum"] for r in results}) > 2  # trajectories differ in search count
+def test_random_policy_does_not():
+    results = play(lambda view: RandomSearchPolicy(seed=view.seed), TEST_SAMPLE)
+    assert np.mean([t.total_reward for t in results]) <= 0.1
+    assert len({t.turns[-1].stratum for t in results}) > 2  # trajectories differ in search count
 
 
 def test_episode_protocol_stratum_anchor_and_rewards(env):
