@@ -11,7 +11,7 @@
 
 from turngym.agents.evaluation.results import (
     SCHEMA_VERSION,
-    EnvResult,
+    EnvSummary,
     EvalResults,
     ResultsError,
     SuiteStats,
@@ -48,7 +48,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SCRIPTED_POLICIES",
     "BootstrapCI",
-    "EnvResult",
+    "EnvSummary",
     "EpisodeRunner",
     "EvalConfig",
     "EvalConfigError",

@@ -1,7 +1,7 @@
 """The ``results.json`` schema (versioned) and how trajectories become it.
 
 ``results.json`` is an :class:`EvalResults`: what was evaluated (policy spec, split, runs,
-``k`` values, seed), and per environment an :class:`EnvResult` with suite-level
+``k`` values, seed), and per environment an :class:`EnvSummary` with suite-level
 :class:`SuiteStats` and one :class:`TaskStats` per task. ``schema_version`` changes whenever a
 field changes meaning or disappears; adding a field keeps the version. Readers check it
 (:func:`load_results`) instead of guessing.
@@ -29,12 +29,12 @@ from turngym.agents.trajectory import Trajectory
 
 __all__ = [
     "SCHEMA_VERSION",
-    "EnvResult",
+    "EnvSummary",
     "EvalResults",
     "ResultsError",
     "SuiteStats",
     "TaskStats",
-    "env_result",
+    "env_summary",
     "load_results",
     "write_results",
 ]
@@ -88,7 +88,10 @@ class SuiteStats(BaseModel):
     timeout_rate: float
 
 
-class EnvResult(BaseModel):
+class EnvSummary(BaseModel):
+    """One environment's evaluation: its suite's statistics and each task's (an entry of
+    ``results.json``'s ``envs``)."""
+
     env_id: str
     suite: str
     """The task suite's name."""
@@ -111,7 +114,7 @@ class EvalResults(BaseModel):
     seed: int
     confidence: float = 0.95
     bootstrap_samples: int = 2000
-    envs: list[EnvResult]
+    envs: list[EnvSummary]
     overall: SuiteStats | None = None
     """All envs' tasks pooled (present when more than one env was evaluated)."""
 
@@ -180,7 +183,7 @@ def task_stats(task_id: str, trajectories: Sequence[Trajectory], ks: Sequence[in
     )
 
 
-def env_result(
+def env_summary(
     env_id: str,
     suite: str,
     split: str,
@@ -190,7 +193,7 @@ def env_result(
     level: float = 0.95,
     samples: int = 2000,
     seed: int = 0,
-) -> tuple[EnvResult, dict[int, list[float]]]:
+) -> tuple[EnvSummary, dict[int, list[float]]]:
     """Per-task and suite statistics of one env from ``(run index, trajectory)`` pairs.
 
     Also returns the per-run-index success lists, so several envs can be pooled.
@@ -205,7 +208,7 @@ def env_result(
     order = [t for t in (task_order or sorted(by_task)) if t in by_task]
     tasks = [task_stats(t, by_task[t], ks) for t in order]
     stats = suite_stats(tasks, ks, per_run, count, level=level, samples=samples, seed=seed)
-    return EnvResult(env_id=env_id, suite=suite, split=split, stats=stats, tasks=tasks), per_run
+    return EnvSummary(env_id=env_id, suite=suite, split=split, stats=stats, tasks=tasks), per_run
 
 
 def write_results(results: EvalResults, path: str | Path) -> None:

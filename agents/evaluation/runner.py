@@ -38,10 +38,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from turngym.agents.evaluation.results import (
-    EnvResult,
+    EnvSummary,
     EvalResults,
     ResultsError,
-    env_result,
+    env_summary,
     suite_stats,
     write_results,
 )
@@ -339,7 +339,7 @@ def compute_results(
     store: TrajectoryStore,
 ) -> EvalResults:
     """Statistics over the planned items only (a folder may hold more, from a larger plan)."""
-    env_results: list[EnvResult] = []
+    summaries: list[EnvSummary] = []
     pooled_tasks = []
     pooled_runs: dict[int, list[float]] = {}
     pooled_count = 0
@@ -348,17 +348,17 @@ def compute_results(
         episodes = [(run, t) for run, t in store.episodes(env_id) if t.task_id in wanted and run < config.runs]
         if not episodes:
             raise ResultsError(f"no finished episodes for {env_id}")
-        result, per_run = env_result(
+        summary, per_run = env_summary(
             env_id, suite_name, config.split, episodes, config.ks, task_order=task_ids,
             level=config.confidence, samples=config.bootstrap_samples, seed=config.seed,
         )
-        env_results.append(result)
-        pooled_tasks += [t.model_copy(update={"task_id": f"{env_id}/{t.task_id}"}) for t in result.tasks]
+        summaries.append(summary)
+        pooled_tasks += [t.model_copy(update={"task_id": f"{env_id}/{t.task_id}"}) for t in summary.tasks]
         for run, values in per_run.items():
             pooled_runs.setdefault(run, []).extend(values)
         pooled_count += len(episodes)
     overall = None
-    if len(env_results) > 1:
+    if len(summaries) > 1:
         overall = suite_stats(pooled_tasks, config.ks, pooled_runs, pooled_count,
                               level=config.confidence, samples=config.bootstrap_samples, seed=config.seed)
     return EvalResults(
@@ -369,6 +369,6 @@ def compute_results(
         seed=config.seed,
         confidence=config.confidence,
         bootstrap_samples=config.bootstrap_samples,
-        envs=env_results,
+        envs=summaries,
         overall=overall,
     )
