@@ -35,6 +35,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-sessions", type=int, default=64, help="most sessions open at once (default: 64)")
     parser.add_argument("--idle-timeout", type=float, default=300.0,
                         help="seconds without a message after which a session is closed; 0 never (default: 300)")
+    parser.add_argument("--tool-call-style", default=None, metavar="STYLE",
+                        help="the tool-call syntax sessions read until their client names one at reset "
+                             "(hermes, openai_json, react, ...; default: the environment's own, Hermes)")
     parser.set_defaults(func=run_serve_env)
 
 
@@ -49,10 +52,15 @@ def run_serve_env(args: argparse.Namespace) -> int:
         raise fail("--env-kwargs must be a JSON object")
     if args.max_sessions < 1 or args.idle_timeout < 0:
         raise fail("--max-sessions must be at least 1 and --idle-timeout at least 0")
+    from turngym.tools.parsers import PARSERS
+
+    if args.tool_call_style is not None and args.tool_call_style not in PARSERS:
+        raise fail(f"--tool-call-style must be one of {', '.join(sorted(PARSERS))}, not {args.tool_call_style!r}")
     from turngym.envs.openenv.server import bind, make_app, uvicorn_server
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    app = make_app(args.env_id, env_kwargs, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout or None)
+    app = make_app(args.env_id, env_kwargs, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout or None,
+                   tool_call_style=args.tool_call_style)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     # The line a supervisor (or a test) reads to learn the address; flushed before serving.

@@ -16,7 +16,10 @@ The wire format of a served turngym environment (what a foreign client sees):
   ``info`` (the other info keys), and on reset ``instructions``, ``tools`` and
   ``example_actions`` (the system prompt and tool schemas an agent needs, a few well-formed
   replies); the protocol's own ``reward`` and ``done`` (``terminated or truncated``).
-- reset parameters: ``seed``, ``task_id`` (a task of the served suite), ``episode_id``.
+- reset parameters: ``seed``, ``task_id`` (a task of the served suite), ``episode_id``,
+  ``tool_call_style`` (the syntax the client's model writes tool calls in: ``hermes``,
+  ``openai_json``, ``react``, ...; it holds for the session's later resets; the server's
+  ``--tool-call-style`` applies until a client names one).
 """
 
 from __future__ import annotations

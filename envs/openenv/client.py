@@ -8,7 +8,8 @@ built-in environment: text in, text out, the server's reward.
   text, ``info`` (task id, action validity, tool calls, anchor, stratum, success), terminated
   vs truncated, instructions, tool schemas and example replies — and the tasks are the
   served suite's (ids and splits from ``/turngym/suite``; prompts and answers stay on the
-  server).
+  server). The tool-call style named at reset (``options["tool_call_style"]``, as the rollout
+  engine names the model's) is sent on, so the server reads calls in the agent's syntax.
 - **Any other OpenEnv server**: the action is ``{action_field: reply}`` (by default the
   action schema's ``message`` field, or its only string field); the observation text is
   ``text_field`` (by default the observation schema's only string field, else the whole
@@ -188,6 +189,8 @@ class OpenEnvEnv(TurnEnv):
             params: dict[str, Any] = {"seed": task.metadata["openenv_seed"]}
         else:
             params = {"task_id": task.id} | ({"seed": self._seed} if self._seed is not None else {})
+        if self.remote.turngym and self._agent_style is not None:  # the server parses the replies
+            params["tool_call_style"] = self._agent_style
         result = self._session().reset(**params)
         obs = result.observation
         if self.remote.turngym:

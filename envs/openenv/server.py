@@ -30,6 +30,7 @@ from typing import Any
 from turngym.envs.core import EnvUnavailable
 from turngym.envs.registration import make, registered_envs
 from turngym.envs.tasks import SuiteError
+from turngym.tools.parsers import PARSERS
 
 try:
     from fastapi import FastAPI, HTTPException, WebSocketDisconnect
@@ -107,25 +108,37 @@ class TurnGymEnvironment(Environment[TurnAction, TurnObservation, TurnState]):
 
     The turngym environment is made on the first reset, in the session's thread (so the
     protocol's stateless ``/state`` and ``/metadata`` requests, which build an instance just to
-    read it, stay cheap). Reset parameters: ``seed``, ``task_id``, ``episode_id``.
+    read it, stay cheap). Reset parameters: ``seed``, ``task_id``, ``episode_id`` and
+    ``tool_call_style`` (the syntax the client's model writes tool calls in, a style of
+    ``turngym.tools.PARSERS``). A style named once holds for the session's later resets, as it
+    does for an in-process environment; before a client names one, ``tool_call_style`` given
+    here (the server's default) applies, else the environment's own default (Hermes).
     """
 
     SUPPORTS_CONCURRENT_SESSIONS = True  # each session gets its own instance; nothing shared
 
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None,
+                 tool_call_style: str | None = None) -> None:
         super().__init__()
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs or {})
         self.env: Any = None
         self._state = TurnState(env_id=env_id)
+        self._style = tool_call_style
 
     def reset(self, seed: int | None = None, episode_id: str | None = None,
-              task_id: str | None = None, **unknown: Any) -> TurnObservation:
+              task_id: str | None = None, tool_call_style: str | None = None, **unknown: Any) -> TurnObservation:
         if unknown:
-            raise ValueError(f"unknown reset parameter(s): {', '.join(sorted(unknown))} (known: seed, task_id, episode_id)")
+            raise ValueError(f"unknown reset parameter(s): {', '.join(sorted(unknown))} "
+                             "(known: seed, task_id, episode_id, tool_call_style)")
         if self.env is None:
             self.env = make(self.env_id, **self.env_kwargs)
-        obs, info = self.env.reset(seed=seed, options={"task": task_id} if task_id else None)
+        style = tool_call_style or self._style
+        options = {"task": task_id} if task_id else {}
+        if style:  # the environment checks it (one sentence for an unknown style)
+            options["tool_call_style"] = style
+        obs, info = self.env.reset(seed=seed, options=options or None)
+        self._style = style
         base = self.env.unwrapped
         self._state = TurnState(env_id=self.env_id, episode_id=episode_id or uuid.uuid4().hex,
                                 task_id=str(info.get("task_id", "")), anchor=plain(info.get("anchor")))
@@ -183,12 +196,17 @@ def _suite_listing(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any] | 
 
 
 def make_app(env_id: str, env_kwargs: dict[str, Any] | None = None, max_sessions: int = 64,
-             idle_timeout_s: float | None = 300.0) -> FastAPI:
+             idle_timeout_s: float | None = 300.0, tool_call_style: str | None = None) -> FastAPI:
     """The FastAPI app serving ``env_id`` over OpenEnv's protocol (``app.state.openenv`` is the
-    :class:`HTTPEnvServer`)."""
+    :class:`HTTPEnvServer`). ``tool_call_style``: the tool-call syntax sessions read until their
+    client names one at reset (None: the environment's default); an unknown style raises
+    ``ValueError`` here, before the server starts."""
+    if tool_call_style is not None and tool_call_style not in PARSERS:
+        raise ValueError(f"unknown tool-call style {tool_call_style!r}; known: {', '.join(sorted(PARSERS))}")
     env_kwargs = dict(env_kwargs or {})
     listing = _suite_listing(env_id, env_kwargs)
-    server = HTTPEnvServer(functools.partial(TurnGymEnvironment, env_id, env_kwargs), TurnAction, TurnObservation,
+    factory = functools.partial(TurnGymEnvironment, env_id, env_kwargs, tool_call_style)
+    server = HTTPEnvServer(factory, TurnAction, TurnObservation,
                            concurrency_config=ConcurrencyConfig(max_concurrent_envs=max_sessions,
                                                                 session_timeout=idle_timeout_s))
     app = FastAPI(title=f"turngym {env_id} (OpenEnv protocol)")

@@ -20,6 +20,7 @@ from turngym.config import load_config
 from turngym.envs import EnvUnavailable
 from turngym.envs.checker import check
 from turngym.envs.openenv.server import make_app, running
+from turngym.tools.parsers import render_tool_call
 
 TINY = "tiny-markov:hidden=32,layers=1,heads=2,seed=0"
 
@@ -57,6 +58,21 @@ def test_tuple_anchors_come_back_hashable_and_equal():
             local.close()
         failed = [r for r in check(f"openenv:{url}") if not r.passed]
         assert not failed, failed
+
+
+def test_the_agents_tool_call_style_reaches_the_server():
+    with running(make_app("turngym/Search-v0", max_sessions=4)) as url:
+        remote, local = turngym.make(f"openenv:{url}"), turngym.make("turngym/Search-v0")
+        try:
+            for style in ("react", "openai_json"):  # as the rollout engine names the model's style
+                options = {"task": "2hop__116027_376978", "tool_call_style": style}
+                assert remote.reset(seed=1, options=options) == local.reset(seed=1, options=options)
+                reply = render_tool_call("search", {"query": "director of Jump for Glory"}, style)
+                got, want = remote.step(reply), local.step(reply)
+                assert got == want and got[4]["action_valid"] and got[4]["tool_calls"][0]["name"] == "search"
+        finally:
+            remote.close()
+            local.close()
 
 
 def test_the_servers_turn_budget_arrives_as_truncation(counting):

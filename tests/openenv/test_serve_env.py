@@ -128,6 +128,51 @@ def test_search_full_episode_search_then_answer():
         assert result.observation["terminated"] and result.observation["info"]["em"] == 1.0
 
 
+SEARCH_TASK = "2hop__116027_376978"
+REACT_SEARCH = 'Action: search\nAction Input: {"query": "director of Jump for Glory"}'
+JSON_SEARCH = json.dumps({"name": "search", "arguments": {"query": "director of Jump for Glory"}})
+
+
+def _read_as(env, reply):
+    """Step a served Search episode with ``reply``: was it valid, and which tools ran."""
+    served = env.step({"message": reply}).observation
+    return served["action_valid"], [call["name"] for call in served["tool_calls"] or []]
+
+
+def test_the_server_reads_calls_in_the_style_its_client_names_at_reset():
+    with running(make_app("turngym/Search-v0", max_sessions=2)) as url, _client(url) as env:
+        env.reset(seed=0, task_id=SEARCH_TASK)  # no style named: the environment's own, Hermes
+        assert _read_as(env, REACT_SEARCH) == (False, [])
+        env.reset(seed=0, task_id=SEARCH_TASK, tool_call_style="react")
+        assert _read_as(env, REACT_SEARCH) == (True, ["search"])
+        env.reset(seed=0, task_id=SEARCH_TASK)  # named once, it holds for the session
+        assert _read_as(env, REACT_SEARCH) == (True, ["search"])
+        env.reset(seed=0, task_id=SEARCH_TASK, tool_call_style="openai_json")
+        assert _read_as(env, JSON_SEARCH) == (True, ["search"])
+        with pytest.raises(Exception, match="unknown tool-call style 'yaml'"):
+            env.reset(seed=0, task_id=SEARCH_TASK, tool_call_style="yaml")
+
+
+def test_cli_tool_call_style_is_the_default_until_a_client_names_one(cli_server):
+    proc, url = cli_server("turngym/Search-v0", "--tool-call-style", "openai_json")
+    with _client(url) as env:
+        env.reset(seed=0, task_id=SEARCH_TASK)
+        assert _read_as(env, JSON_SEARCH) == (True, ["search"])
+        env.reset(seed=0, task_id=SEARCH_TASK, tool_call_style="react")
+        assert _read_as(env, JSON_SEARCH) == (False, []) and _read_as(env, REACT_SEARCH) == (True, ["search"])
+    with _client(url) as other:  # another session starts from the server's default again
+        other.reset(seed=0, task_id=SEARCH_TASK)
+        assert _read_as(other, JSON_SEARCH) == (True, ["search"])
+
+
+def test_cli_refuses_an_unknown_tool_call_style_with_one_sentence(capsys):
+    from turngym.cli import main
+
+    assert main(["serve-env", "turngym/Search-v0", "--tool-call-style", "yaml", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--tool-call-style must be one of" in err and "react" in err
+
+
 def test_code_full_episode_with_the_local_sandbox():
     app = make_app("turngym/Code-v0", {"backend": "local"}, max_sessions=2)
     twin = turngym.make("turngym/Code-v0", backend="local")
