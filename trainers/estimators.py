@@ -32,6 +32,15 @@ verl-agent code) instead compute the statistics over **turn rows**, so long traj
 more; both have a flag for the paper's per-trajectory statistics. ``reinforce_pp`` whitens over
 valid tokens, so it takes ``token_counts`` (response tokens per row, default 1).
 
+Per-turn columns an estimator asks for
+-------------------------------------
+``estimate_columns(name, columns, **options)`` is the trainer's call: ``columns`` maps the names
+above (``rewards``, ``group_ids``, ``traj_ids``, ``steps``, ``anchors``, ``strata``) and those of
+:data:`EXTRA_COLUMNS` to one entry per row. Every estimator gets the first six through its
+:class:`RowBatch`; an extra column reaches an estimator whose signature names it as a keyword
+parameter (``gigpo(batch, *, action_valid=None, ...)`` gets ``action_valid``), so a new
+estimator asks for a column by naming it. Options never name a column.
+
 Conventions: fp64 statistics, unbiased std (ddof=1), ``EPS = 1e-6`` added to the std.
 
 Adding an estimator
@@ -52,8 +61,10 @@ numpy array); only unhashable ones (lists, dicts, arrays) are canonicalised row 
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
@@ -63,10 +74,12 @@ import numpy as np
 __all__ = [
     "EPS",
     "ESTIMATORS",
+    "EXTRA_COLUMNS",
     "EstimatorError",
     "RowBatch",
     "discounted_returns",
     "estimate",
+    "estimate_columns",
     "register_estimator",
     "segment_mean_std",
 ]
@@ -634,54 +647,98 @@ def gigpo(
     if batch.anchors is None:
         raise EstimatorError("the gigpo estimator needs anchors (info['anchor'] per row)")
     use_std = mode == "mean_std_norm"
-    n = len(batch)
+    penalty = _invalid_penalty(invalid_penalty, action_valid, len(batch))
+    a_episode = _gigpo_episode(batch, penalty, bool(invalid_penalty), use_std, episode_stats)
+    anchor, n_anchor = (_similarity_anchor_codes(batch.anchors, batch.group, similarity_thresh) if similarity
+                        else _codes(batch.anchors))
+    a_step = _gigpo_step(batch, penalty, bool(invalid_penalty), use_std, gamma, anchor, n_anchor)
+    return a_episode + omega * a_step
 
-    penalty = np.zeros(n)
-    if invalid_penalty:
-        if action_valid is None:
-            raise EstimatorError("invalid_penalty needs action_valid (one bool per row)")
-        valid = np.asarray(action_valid, dtype=bool).reshape(-1)
-        if len(valid) != n:
-            raise EstimatorError(f"action_valid has {len(valid)} entries but there are {n} rows")
-        penalty = invalid_penalty * (~valid)
 
-    # Episode (macro) advantage.
+def _invalid_penalty(invalid_penalty: float, action_valid: Any, n: int) -> np.ndarray:
+    """GiGPO's per-row penalty: ``invalid_penalty`` where ``action_valid`` is False, else 0."""
+    if not invalid_penalty:
+        return np.zeros(n)
+    if action_valid is None:
+        raise EstimatorError("invalid_penalty needs action_valid (one bool per row)")
+    valid = np.asarray(action_valid, dtype=bool).reshape(-1)
+    if len(valid) != n:
+        raise EstimatorError(f"action_valid has {len(valid)} entries but there are {n} rows")
+    return invalid_penalty * (~valid)
+
+
+def _gigpo_episode(batch: RowBatch, penalty: np.ndarray, penalised: bool, use_std: bool,
+                   episode_stats: str) -> np.ndarray:
+    """GiGPO's episode (macro) advantage A^E of every row (see :func:`gigpo`)."""
     if episode_stats == "step":
         scores = batch.traj_returns[batch.traj]
-        if invalid_penalty:
+        if penalised:
             scores = scores - penalty
-        a_episode = _group_normalize(
-            scores, batch.group, batch.n_groups, use_std=use_std, singleton="identity"
-        )
-    else:
-        count, mean, std = segment_mean_std(batch.traj_returns, batch.traj_group, batch.n_groups)
-        single = count == 1
-        mean = np.where(single, 0.0, mean)
-        std = np.where(single, 1.0, std + EPS)
-        scores = batch.traj_returns[batch.traj] - penalty
-        a_episode = scores - mean[batch.group]
-        if use_std:
-            a_episode = a_episode / std[batch.group]
+        return _group_normalize(scores, batch.group, batch.n_groups, use_std=use_std, singleton="identity")
+    count, mean, std = segment_mean_std(batch.traj_returns, batch.traj_group, batch.n_groups)
+    single = count == 1
+    mean = np.where(single, 0.0, mean)
+    std = np.where(single, 1.0, std + EPS)
+    scores = batch.traj_returns[batch.traj] - penalty
+    a_episode = scores - mean[batch.group]
+    if use_std:
+        a_episode = a_episode / std[batch.group]
+    return a_episode
 
-    # Step (micro) advantage: discounted returns along each trajectory.
+
+def _gigpo_step(batch: RowBatch, penalty: np.ndarray, penalised: bool, use_std: bool, gamma: float,
+                anchor: np.ndarray, n_anchor: int) -> np.ndarray:
+    """GiGPO's step (micro) advantage A^S: discounted returns along each trajectory, normalised
+    within the step groups (rows of a group with the same anchor code)."""
     step_returns = discounted_returns(batch.rewards, batch.traj, batch.positions, gamma)
-    if invalid_penalty:
+    if penalised:
         step_returns -= penalty
-
-    if similarity:
-        anchor, n_anchor = _similarity_anchor_codes(batch.anchors, batch.group, similarity_thresh)
-    else:
-        anchor, n_anchor = _codes(batch.anchors)
     step_group, n_step_groups = _pair_codes(batch.group, anchor, n_anchor)
-    a_step = _group_normalize(
-        step_returns, step_group, n_step_groups, use_std=use_std, singleton="zero"
-    )
-    return a_episode + omega * a_step
+    return _group_normalize(step_returns, step_group, n_step_groups, use_std=use_std, singleton="zero")
 
 
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
+
+
+#: The columns every estimator gets, through :meth:`RowBatch.build` (in its argument order).
+BATCH_COLUMNS = ("rewards", "group_ids", "traj_ids", "steps", "anchors", "strata")
+
+#: Per-row columns an estimator receives when its signature names them as keyword parameters.
+EXTRA_COLUMNS: dict[str, str] = {
+    "action_valid": "bool per row: False where the reply could not be parsed",
+    "prompt_lengths": "prompt tokens per row",
+}
+
+
+def _lookup(name: str) -> Estimator:
+    fn = ESTIMATORS.get(name)
+    if fn is None:
+        close = difflib.get_close_matches(name, ESTIMATORS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise EstimatorError(
+            f"unknown estimator {name!r}{hint} (known: {', '.join(sorted(ESTIMATORS))})"
+        )
+    return fn
+
+
+def _call(name: str, fn: Estimator, batch: RowBatch, kwargs: dict[str, Any]) -> np.ndarray:
+    if len(batch) == 0:
+        return np.zeros(0)
+    try:
+        return fn(batch, **kwargs)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise EstimatorError(f"estimator {name!r}: {exc}") from None
+        raise
+
+
+@functools.cache
+def _keyword_parameters(fn: Estimator) -> frozenset[str]:
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = list(inspect.signature(fn).parameters.values())[1:]  # after the batch
+    return frozenset(p.name for p in params if p.kind in kinds)
 
 
 def estimate(
@@ -699,19 +756,20 @@ def estimate(
     ``options`` are the estimator's keyword options (e.g. ``mode="mean_std_norm"`` for GiGPO,
     ``alpha=0.5`` for ``stratified``, ``token_counts=[...]`` for ``reinforce_pp``).
     """
-    fn = ESTIMATORS.get(name)
-    if fn is None:
-        close = difflib.get_close_matches(name, ESTIMATORS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise EstimatorError(
-            f"unknown estimator {name!r}{hint} (known: {', '.join(sorted(ESTIMATORS))})"
-        )
-    batch = RowBatch.build(rewards, group_ids, traj_ids, steps, anchors, strata)
-    if len(batch) == 0:
-        return np.zeros(0)
-    try:
-        return fn(batch, **options)
-    except TypeError as exc:
-        if "unexpected keyword argument" in str(exc):
-            raise EstimatorError(f"estimator {name!r}: {exc}") from None
-        raise
+    fn = _lookup(name)
+    return _call(name, fn, RowBatch.build(rewards, group_ids, traj_ids, steps, anchors, strata), options)
+
+
+def estimate_columns(name: str, columns: Mapping[str, Any], **options: Any) -> np.ndarray:
+    """One advantage per row from per-row ``columns`` (the trainer's call, see the module
+    docstring): :data:`BATCH_COLUMNS` make the :class:`RowBatch` (``anchors`` and ``strata`` may
+    be absent), and each column of :data:`EXTRA_COLUMNS` the estimator names is passed to it
+    alongside ``options``."""
+    fn = _lookup(name)
+    named = _keyword_parameters(fn) & EXTRA_COLUMNS.keys() & columns.keys()
+    clash = named & options.keys()
+    if clash:
+        raise EstimatorError(f"estimator {name!r}: {', '.join(sorted(clash))} is a per-row column the trainer "
+                             "supplies, not an option")
+    batch = RowBatch.build(*(columns.get(key) for key in BATCH_COLUMNS))
+    return _call(name, fn, batch, {**options, **{key: columns[key] for key in sorted(named)}})

@@ -8,12 +8,15 @@ per row (broadcast to its tokens) or one per token.
     loss = agg(L_pg) - entropy_coef * agg(H) + kl_coef * agg(KL)
 
 The pieces are pure functions (each tested on the worked numbers); :func:`policy_loss` wires
-them together from a flat :class:`LossConfig`.
+them together from a flat :class:`LossConfig`. Each aggregation mode is an :class:`Aggregation`
+that also says how a micro-batch's loss is weighted inside its mini-batch's (what the update's
+gradient accumulation uses), so a new mode brings its own weighting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -21,9 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AGGREGATIONS",
+    "Aggregation",
+    "Counts",
     "KL_ESTIMATORS",
     "LossConfig",
     "aggregate",
+    "aggregation",
     "entropy_from_logits",
     "gspo_log_ratio",
     "kl_penalty",
@@ -77,19 +83,80 @@ def _seq_mean_token_sum_norm(
     return (values * mask).sum() / c
 
 
-Aggregation = Callable[[torch.Tensor, torch.Tensor, float | None], torch.Tensor]
+@dataclass(frozen=True)
+class Counts:
+    """Response tokens and rows (turns) of a batch: what a micro-batch's weight depends on."""
 
-#: mode name -> ``fn(values, mask, constant) -> scalar``.
+    tokens: float
+    rows: float
+
+
+def _token_share(part: Counts, whole: Counts) -> float:
+    return part.tokens / max(whole.tokens, 1)
+
+
+def _row_share(part: Counts, whole: Counts) -> float:
+    return part.rows / max(whole.rows, 1)
+
+
+def _additive(part: Counts, whole: Counts) -> float:
+    return 1.0
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """One aggregation mode: its reduction, and the micro-batch weighting that goes with it.
+
+    An update splits a mini-batch into micro-batches and accumulates their gradients; the sum of
+    ``weight(part, whole) * reduce(part)`` over the parts must be ``reduce(whole)``. A mean over
+    tokens weighs a part by its share of the tokens, a mean over rows by its share of the rows,
+    and a sum divided by a constant is additive (weight 1) once the constant is fixed for the
+    whole mini-batch: ``constant_is_longest`` modes (Dr. GRPO) default it to the mini-batch's
+    longest response, not each micro-batch's padded width.
+    """
+
+    reduce: Callable[[torch.Tensor, torch.Tensor, float | None], torch.Tensor]
+    """``fn(values, mask, constant) -> scalar``."""
+    share: Callable[[Counts, Counts], float]
+    constant_is_longest: bool = False
+
+    def __call__(self, values: torch.Tensor, mask: torch.Tensor, constant: float | None = None) -> torch.Tensor:
+        return self.reduce(values, mask, constant)
+
+    def weight(self, part: Counts, whole: Counts) -> float:
+        """The factor on a micro-batch's loss (``part``) inside the loss of ``whole``."""
+        return self.share(part, whole)
+
+    def mini_batch_constant(self, configured: float | None, longest: Callable[[], float]) -> float | None:
+        """The constant the mini-batch's micro-batches share: ``configured``, or for
+        ``constant_is_longest`` modes without one ``max(longest(), 1)`` (``longest`` is called
+        only then: under a multi-process launch it is a collective)."""
+        if configured is not None or not self.constant_is_longest:
+            return configured
+        return float(max(longest(), 1))
+
+
+#: mode name -> :class:`Aggregation`.
 AGGREGATIONS: dict[str, Aggregation] = {
-    "token-mean": _token_mean,
-    "seq-mean-token-sum": _seq_mean_token_sum,
-    "seq-mean-token-mean": _seq_mean_token_mean,
-    "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
+    "token-mean": Aggregation(_token_mean, _token_share),
+    "seq-mean-token-sum": Aggregation(_seq_mean_token_sum, _row_share),
+    "seq-mean-token-mean": Aggregation(_seq_mean_token_mean, _row_share),
+    "seq-mean-token-sum-norm": Aggregation(_seq_mean_token_sum_norm, _additive, constant_is_longest=True),
 }
 
 AggMode = Literal[
     "token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"
 ]
+
+
+def aggregation(mode: str) -> Aggregation:
+    """The :class:`Aggregation` named ``mode``."""
+    try:
+        return AGGREGATIONS[mode]
+    except KeyError:
+        raise ValueError(
+            f"unknown loss aggregation {mode!r} (known: {', '.join(AGGREGATIONS)})"
+        ) from None
 
 
 def aggregate(
@@ -99,13 +166,7 @@ def aggregate(
     constant: float | None = None,
 ) -> torch.Tensor:
     """Reduce per-token ``values`` to a scalar with one of :data:`AGGREGATIONS`."""
-    try:
-        fn = AGGREGATIONS[mode]
-    except KeyError:
-        raise ValueError(
-            f"unknown loss aggregation {mode!r} (known: {', '.join(AGGREGATIONS)})"
-        ) from None
-    return fn(values, mask.to(values.dtype), constant)
+    return aggregation(mode)(values, mask.to(values.dtype), constant)
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,6 +299,19 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def _surrogate_metrics(pg_loss: torch.Tensor, clipped: torch.Tensor, dual: torch.Tensor, log_ratio: torch.Tensor,
+                       logp: torch.Tensor, old_logp: torch.Tensor, mask_f: torch.Tensor) -> dict[str, float]:
+    with torch.no_grad():
+        ratio = torch.exp(torch.clamp(log_ratio, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+        return {
+            "pg_loss": pg_loss.item(),
+            "clipfrac": _masked_mean(clipped.to(mask_f.dtype), mask_f).item(),
+            "dual_clipfrac": _masked_mean(dual.to(mask_f.dtype), mask_f).item(),
+            "ratio_mean": _masked_mean(ratio, mask_f).item(),
+            "ppo_kl": _masked_mean(old_logp - logp, mask_f).item(),
+        }
+
+
 def policy_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -262,23 +336,10 @@ def policy_loss(
         log_ratio, dual_clip = gspo_log_ratio(logp, old_logp, mask_f), None
     else:
         log_ratio, dual_clip = logp - old_logp, config.dual_clip
-    pg, clipped, dual = ppo_clip_loss(
-        log_ratio, advantages, config.eps_low, config.eps_high, dual_clip
-    )
+    pg, clipped, dual = ppo_clip_loss(log_ratio, advantages, config.eps_low, config.eps_high, dual_clip)
     pg_loss = aggregate(pg, mask_f, config.loss_agg, config.loss_agg_constant)
     loss = pg_loss
-
-    with torch.no_grad():
-        metrics = {
-            "pg_loss": pg_loss.item(),
-            "clipfrac": _masked_mean(clipped.to(mask_f.dtype), mask_f).item(),
-            "dual_clipfrac": _masked_mean(dual.to(mask_f.dtype), mask_f).item(),
-            "ratio_mean": _masked_mean(
-                torch.exp(torch.clamp(log_ratio, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)), mask_f
-            ).item(),
-            "ppo_kl": _masked_mean(old_logp - logp, mask_f).item(),
-        }
-
+    metrics = _surrogate_metrics(pg_loss, clipped, dual, log_ratio, logp, old_logp, mask_f)
     if config.entropy_coef != 0.0 and entropy is None:
         raise ValueError("entropy_coef is set but no per-token entropy was given")
     if entropy is not None:
@@ -289,12 +350,8 @@ def policy_loss(
     if config.use_kl:
         if ref_logp is None:
             raise ValueError("use_kl is set but no reference log-probs were given")
-        kl = aggregate(
-            kl_penalty(logp, ref_logp, config.kl_estimator),
-            mask_f,
-            config.loss_agg,
-            config.loss_agg_constant,
-        )
+        kl = aggregate(kl_penalty(logp, ref_logp, config.kl_estimator), mask_f, config.loss_agg,
+                       config.loss_agg_constant)
         metrics["kl"] = kl.item()
         loss = loss + config.kl_coef * kl
     metrics["loss"] = loss.item()

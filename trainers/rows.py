@@ -2,7 +2,8 @@
 
 Each turn is a policy step (docs/algorithms.md, section 0): a row is that turn's exact prompt ids
 (the context the agent saw) and the response ids the policy produced, with the turn's
-advantage broadcast to every response token.
+advantage broadcast to every response token. Rows are made from the step's turn table
+(:func:`rows_from_table`, ``turngym.trainers.turns``), in its order.
 
 Packing: where a turn's prompt + response ids are a token prefix of a later turn's prompt
 (token-in/token-out prompts with full-history memory), the model computes the same logprobs
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from turngym.agents.trajectory import Trajectory
+from turngym.trainers.turns import TurnTable
 
 __all__ = [
     "Packed",
@@ -41,6 +43,7 @@ __all__ = [
     "micro_batches",
     "pack_rows",
     "per_turn",
+    "rows_from_table",
     "rows_from_trajectories",
     "token_logprobs",
 ]
@@ -64,30 +67,30 @@ class Row:
         return len(self.prompt_ids) + len(self.response_ids)
 
 
+def rows_from_table(table: TurnTable, advantages: Sequence[float] | np.ndarray, drop_zero: bool = False) -> list[Row]:
+    """One row per turn of ``table`` that has a response, in table order, with ``advantages[i]``
+    (one per turn of the table). ``drop_zero`` also leaves out turns whose advantage is 0 (they
+    have no gradient). The rows share the table's id and logprob lists (nothing mutates them)."""
+    advantages = np.asarray(advantages, dtype=np.float64)
+    if len(advantages) != len(table):
+        raise ValueError(f"{len(advantages)} advantages for {len(table)} turns")
+    keep = table.response_lengths > 0
+    if drop_zero:
+        keep &= advantages != 0.0
+    return [Row(table.prompt_ids[i], table.response_ids[i], float(advantages[i]), table.logprobs[i],
+                group_id=table.group_ids[i], traj_id=table.traj_ids[i], task_id=table.task_ids[i])
+            for i in np.flatnonzero(keep).tolist()]
+
+
 def estimator_inputs(trajectories: Sequence[Trajectory]) -> dict[str, Any]:
-    """The per-turn arrays ``turngym.trainers.estimate`` takes, in turn order."""
-    turns = [(t, turn) for t in trajectories for turn in t.turns]
-    return {
-        "rewards": np.array([turn.reward for _, turn in turns], dtype=np.float64),
-        "group_ids": [t.group_id for t, _ in turns],
-        "traj_ids": [t.traj_id for t, _ in turns],
-        "steps": np.array([turn.step for _, turn in turns], dtype=np.int64),
-        "anchors": [turn.anchor for _, turn in turns],
-        "strata": [turn.stratum for _, turn in turns],
-        "action_valid": np.array([turn.action_valid for _, turn in turns], dtype=bool),
-    }
+    """The per-turn columns ``turngym.trainers.estimators.estimate_columns`` takes, in turn order
+    (:meth:`TurnTable.estimator_columns`)."""
+    return TurnTable.from_trajectories(trajectories).estimator_columns()
 
 
 def rows_from_trajectories(trajectories: Sequence[Trajectory], advantages: Sequence[float]) -> list[Row]:
     """One row per turn, in the order of :func:`estimator_inputs`; turns with no response are skipped."""
-    rows, i = [], 0
-    for traj in trajectories:
-        for turn in traj.turns:
-            if turn.response_ids:
-                rows.append(Row(list(turn.prompt_ids), list(turn.response_ids), float(advantages[i]),
-                                list(turn.logprobs), group_id=traj.group_id, traj_id=traj.traj_id, task_id=traj.task_id))
-            i += 1
-    return rows
+    return rows_from_table(TurnTable.from_trajectories(trajectories), advantages)
 
 
 @dataclass

@@ -218,3 +218,28 @@ def test_gspo_has_no_dual_clip():
         logp, torch.zeros(1, 2), torch.tensor([-1.0]), torch.ones(1, 2), LossConfig()
     )
     assert token_loss.item() == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_each_aggregation_weights_micro_batches_to_the_whole(mode):
+    """Gradient accumulation: sum over micro-batches of weight(part, whole) * reduce(part) is the
+    mini-batch's reduce(whole), whatever the split (the update relies on it for every mode)."""
+    from turngym.trainers.losses import AGGREGATIONS, Counts
+
+    agg = AGGREGATIONS[mode]
+    torch.manual_seed(0)
+    values = torch.randn(7, 6)
+    mask = (torch.rand(7, 6) < 0.7).float()
+    mask[:, 0] = 1.0
+
+    def counts(m):
+        return Counts(tokens=float(m.sum()), rows=float((m.sum(-1) > 0).sum()))
+
+    longest = float(mask.sum(-1).max())
+    constant = agg.mini_batch_constant(None, lambda: longest)
+    assert constant == (longest if mode == "seq-mean-token-sum-norm" else None)
+    whole = agg(values, mask, constant)
+    for split in ([3, 4], [1, 2, 4], [7]):
+        parts = torch.split(torch.arange(7), split)
+        total = sum(agg.weight(counts(mask[p]), counts(mask)) * agg(values[p], mask[p], constant) for p in parts)
+        assert float(total) == pytest.approx(float(whole), abs=1e-5), split
