@@ -35,7 +35,9 @@ The contract
   reply's text (one that rewrites past replies), or an extension over ``max_prompt_tokens``
   is rendered and encoded whole instead.
 - Message dicts are made once per exchange and shared by later prompts: a policy must not
-  mutate the messages it is given.
+  mutate the messages it is given. Tool schema lists are shared too (an environment pool gives
+  the episodes of one environment family the same list; its system-message listing is
+  rendered once per list).
 - Without a tokenizer (an HTTP policy that applies its own template) the prompt is the chat
   messages; tool schemas go into the system message — or, with ``native_tools`` (the policy
   sends them as the request's ``tools``, as OpenAI-compatible endpoints take them), nowhere in
@@ -112,7 +114,7 @@ class EpisodeMemory:
 
     instructions: str
     tools: list[dict[str, Any]]
-    """Tool schemas (``Tool.schema()``)."""
+    """Tool schemas (``Tool.schema()``); read-only, possibly shared with other episodes."""
     task: str
     """The first observation."""
     history: list[Exchange] = field(default_factory=list)
@@ -152,6 +154,9 @@ def register_memory(name: str, select: Callable[[list[Exchange], AgentConfig], i
     MEMORY_STRATEGIES[name] = select
 
 
+#: Most schema lists whose rendered tool listing an agent keeps (see ``Agent._tools_block``).
+_TOOL_BLOCKS = 64
+
 TOOLS_SYSTEM_BLOCK = (
     "\n\n# Tools\n\nYou may call one or more functions. Their signatures are within <tools></tools>:\n"
     "<tools>\n{schemas}\n</tools>\n\n"
@@ -178,6 +183,7 @@ class Agent:
             raise ValueError(f"unknown tool-call style {self.tool_call_style!r}; known: {', '.join(sorted(PARSERS))}")
         self._template_shows_tools: bool | None = None
         self._atomic_ids: frozenset[int] | None = None
+        self._tool_blocks: dict[int, tuple[list[dict[str, Any]], str]] = {}
 
     # -- the prompt ---------------------------------------------------------------------------
     def build(self, memory: EpisodeMemory) -> BuiltPrompt:
@@ -228,10 +234,22 @@ class Agent:
     def _head_messages(self, memory: EpisodeMemory, text_mode: bool) -> list[dict[str, Any]]:
         system = memory.instructions
         if memory.tools and not self.native_tools and (text_mode or not self._shows_tools(memory.tools)):
-            system += TOOLS_SYSTEM_BLOCK.format(schemas="\n".join(json.dumps(t) for t in memory.tools))
+            system += self._tools_block(memory.tools)
         head: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
         head.append({"role": "user", "content": memory.task})
         return head
+
+    def _tools_block(self, tools: list[dict[str, Any]]) -> str:
+        """The tool listing of a system message, rendered once per schema list: the environment
+        pool gives every episode of an environment family the same (read-only) list."""
+        hit = self._tool_blocks.get(id(tools))
+        if hit is not None and hit[0] is tools:
+            return hit[1]
+        block = TOOLS_SYSTEM_BLOCK.format(schemas="\n".join(json.dumps(t) for t in tools))
+        if len(self._tool_blocks) >= _TOOL_BLOCKS:  # lists made per episode (a remote pool's): no reuse
+            self._tool_blocks.clear()
+        self._tool_blocks[id(tools)] = (tools, block)  # holding the list keeps its id its own
+        return block
 
     def _exchange_messages(self, ex: Exchange, index: int, text_mode: bool) -> list[dict[str, Any]]:
         assistant: dict[str, Any] = {"role": "assistant", "content": ex.action}

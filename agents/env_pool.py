@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 #: Calls faster than this (seconds) are CPU-bound work best run one after another by a single
 #: worker; slower ones (waiting on a sandbox, a prover, a browser) are spread over workers.
 FAST_CALL_S = 0.002
+#: Most distinct tool sets whose schema lists a pool keeps (see ``ThreadEnvPool._schemas``).
+_SCHEMA_LISTS = 64
 
 
 @dataclass
@@ -91,7 +93,8 @@ class EnvResult:
     instructions: str = ""
     """The environment's system prompt (reset only)."""
     tools: list[dict[str, Any]] = field(default_factory=list)
-    """The environment's tool schemas (reset only)."""
+    """The environment's tool schemas (reset only). Read-only: a pool may give every episode
+    of an environment family the same list."""
 
 
 @runtime_checkable
@@ -215,6 +218,7 @@ class ThreadEnvPool:
             raise ValueError("concurrency must be 0 (step in the caller's thread) or more")
         self._make_env = make_env
         self._envs: dict[int, Any] = {}
+        self._schema_lists: dict[tuple[int, ...], tuple[list[Any], list[dict[str, Any]]]] = {}
         self._envs_lock = threading.Lock()
         self.concurrency = concurrency
         self._mean_call_s: dict[str, float] = {}  # "reset"/"step" -> mean call time of the last batch
@@ -275,11 +279,25 @@ class ThreadEnvPool:
                     raise TimeoutError("made the environment after the reset deadline")
             obs, info = env.reset(seed=req.seed, options={**req.options, "task": req.task})
             base = env.unwrapped
-            tools = [t.schema() for t in getattr(base, "tools", [])]
             return EnvResult(slot=req.slot, observation=obs, info=info,
-                             instructions=getattr(base, "instructions", ""), tools=tools)
+                             instructions=getattr(base, "instructions", ""),
+                             tools=self._schemas(getattr(base, "tools", [])))
 
         return call
+
+    def _schemas(self, tools: list[Any]) -> list[dict[str, Any]]:
+        """The schemas of ``tools``: one list per set of Tool objects, shared by every reset that
+        has them. Environments are made per episode but a family's share their Tools, and
+        ``Tool.schema()`` decodes a fresh copy each call; sharing the list also lets the agent
+        render it once (``EnvResult.tools`` is read-only)."""
+        key = tuple(map(id, tools))
+        hit = self._schema_lists.get(key)
+        if hit is None:
+            if len(self._schema_lists) >= _SCHEMA_LISTS:  # tools made per environment: no reuse
+                self._schema_lists.clear()
+            # the entry holds the Tools, so their ids name them for as long as it lives
+            hit = self._schema_lists[key] = (list(tools), [t.schema() for t in tools])
+        return hit[1]
 
     def _step_call(self, req: StepRequest) -> Callable[[_Batch, int], EnvResult]:
         def call(batch: _Batch, index: int) -> EnvResult:
@@ -332,9 +350,16 @@ class ThreadEnvPool:
         return [self._result(batch, i, what) for i in range(len(calls))]
 
     def _run_inline(self, batch: _Batch, timeout: float, what: str) -> list[EnvResult]:
-        """Every call in the caller's thread (``concurrency=0``): nothing can interrupt a hung
-        call, but one that overran its deadline still ends its episode as an error."""
-        batch.drain()
+        """Every call in the caller's thread (``concurrency=0``), one after another, without the
+        workers' locks and bookkeeping (a CPU-bound step takes microseconds): nothing can
+        interrupt a hung call, but one that overran its deadline still ends its episode as an error."""
+        for i, (_, call) in enumerate(batch.calls):
+            t0 = time.monotonic()
+            try:
+                result, error = call(batch, i), None
+            except BaseException as err:  # noqa: BLE001 - an env failure is a result, not a crash
+                result, error = None, err
+            batch.outcome[i] = (result, error, time.monotonic() - t0)
         results = []
         for i in range(len(batch.calls)):
             result = self._result(batch, i, what)

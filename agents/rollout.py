@@ -127,6 +127,15 @@ class _Episode:
     turns: list[Turn] = field(default_factory=list)
 
 
+def _forget(ep: _Episode) -> None:
+    """Drop what only a running episode needs: its memory (every prompt's messages and text)
+    and the policy's scratch space. Its Turns keep what the trajectory holds; the batch's live
+    objects, which the garbage collector walks again and again, stay those of active episodes."""
+    ep.memory = None
+    ep.state = {}
+    ep.info = {}
+
+
 class RolloutEngine:
     """Runs episodes in batches; see the module docstring.
 
@@ -320,6 +329,7 @@ class RolloutEngine:
 
     @staticmethod
     def _finish(ep: _Episode, status: str, success: bool, bar: Progress) -> None:
+        _forget(ep)
         ep.done = True
         ep.traj.status = status
         ep.traj.success = success
@@ -337,6 +347,7 @@ class RolloutEngine:
 
     def _fail(self, pool: EnvPool, ep: _Episode, error: str, bar: Progress) -> None:
         log.warning("episode %s ended with an environment error: %s", ep.traj.traj_id, error)
+        _forget(ep)
         ep.done = True
         ep.traj.status = "error"
         ep.traj.error = error

@@ -65,6 +65,8 @@ def hashable_json(value: Any) -> Hashable:
     kind = type(value)
     if kind in _PLAIN_TYPES:
         return value
+    if kind is tuple and all(type(v) in _PLAIN_TYPES for v in value):
+        return value  # already hashable JSON data (the usual anchor part): kept, not copied
     if kind is tuple or kind is list:
         return tuple(map(hashable_json, value))
     if isinstance(value, np.ndarray):

@@ -53,6 +53,14 @@ def percentiles(samples_s: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
 
 
+def load_average() -> str:
+    """The 1-minute load average (other jobs on the machine), or "?" where /proc has none."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
 def du_mib(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
@@ -134,12 +142,16 @@ def main() -> None:
     policies = (("oracle", lambda view: OracleSearchPolicy()), ("random", lambda view: RandomSearchPolicy(seed=view.seed)))
     for name, make_policy in policies:
         engine = RolloutEngine(EpisodePolicy(per_episode(make_policy)), "turngym/Search-v0", config=config, env_kwargs=env_kwargs)
-        t0 = time.perf_counter()
+        load = load_average()
+        t0, c0 = time.perf_counter(), time.process_time()
         results = engine.run(test_ids)
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         em = np.mean([t.turns[-1].info.get("em", 0.0) for t in results])
         turns = np.mean([len(t.turns) for t in results])
-        rows.append((f"episodes/s, scripted {name} policy through the rollout engine (500 test tasks, 1 thread)", f"{len(results) / dt:.0f} episodes/s, {len(results) * turns / dt:.0f} steps/s; EM {em:.3f}, {turns:.1f} turns/episode"))
+        # the machine is shared: CPU time is the steadier figure, the load average says how shared
+        rows.append((f"episodes/s, scripted {name} policy through the rollout engine (500 test tasks, 1 thread)",
+                     f"{len(results) / dt:.0f} episodes/s ({len(results) / cpu:.0f}/s of CPU time; load {load}), "
+                     f"{len(results) * turns / dt:.0f} steps/s; EM {em:.3f}, {turns:.1f} turns/episode"))
 
     # -- dense / hybrid ------------------------------------------------------------------------
     if args.dense:

@@ -61,6 +61,7 @@ What a subclass provides
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Hashable
 from typing import Any, ClassVar
@@ -95,6 +96,15 @@ INFO_KEYS: dict[str, str] = {
 _SAMPLE_CHARSET = string.ascii_letters + string.digits + string.punctuation + " \n"
 
 
+@functools.cache
+def _sample_charset_tables() -> dict[str, Any]:
+    """The state of a ``Text`` space over the sample charset, less its RNG and length bound."""
+    state = dict(vars(spaces.Text(1, min_length=0, charset=_SAMPLE_CHARSET)))
+    for key in ("_np_random", "max_length"):
+        state.pop(key, None)
+    return state
+
+
 class TextSpace(spaces.Text):
     """Any Python string of at most ``max_length`` characters.
 
@@ -104,7 +114,13 @@ class TextSpace(spaces.Text):
     """
 
     def __init__(self, max_length: int = 1 << 20, seed: int | None = None) -> None:
-        super().__init__(max_length=max_length, min_length=0, charset=_SAMPLE_CHARSET, seed=seed)
+        # Gymnasium's Text builds its charset tables (a numpy int per character, ~60 us) in every
+        # space, and every environment has two, made per episode: the tables, which depend only
+        # on the charset and are never written, are built once and shared; the RNG is this
+        # space's own.
+        self.__dict__.update(_sample_charset_tables())
+        spaces.Space.__init__(self, dtype=str, seed=seed)
+        self.max_length = int(max_length)
 
     def contains(self, x: Any) -> bool:
         return isinstance(x, str) and len(x) <= self.max_length

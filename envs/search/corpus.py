@@ -21,6 +21,8 @@ import functools
 import gzip
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,9 +127,16 @@ def _load_corpus_cached(path: str, mtime_ns: int) -> Corpus:
 def load_corpus(path: str | Path | None = None) -> Corpus:
     """The corpus at ``path`` (default: the packaged one), loaded once per process and file version."""
     path = Path(path) if path is not None else CORPUS_PATH
-    if not path.is_file():
+    # Every environment asks when it is made (once per episode in a rollout): one stat, and the
+    # absolute path as the cache key (resolving symlinks would cost a syscall per component; a
+    # file reached by two spellings is only loaded twice).
+    try:
+        status = path.stat()
+    except OSError:
+        status = None
+    if status is None or not stat.S_ISREG(status.st_mode):
         raise CorpusError(f"corpus file {path} does not exist")
-    return _load_corpus_cached(str(path.resolve()), path.stat().st_mtime_ns)
+    return _load_corpus_cached(os.path.abspath(path), status.st_mtime_ns)
 
 
 def load_task_file(path: str | Path, name: str | None = None) -> TaskSuite:

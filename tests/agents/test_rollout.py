@@ -242,6 +242,16 @@ def test_thread_pool_replaces_a_stuck_worker(probe):
         assert "no environment" in unknown[0].error
 
 
+def test_episodes_of_one_family_share_one_schema_list_and_its_rendering(probe):
+    suite = probe.suite({"id": "a", "length": 1}, {"id": "b", "length": 1})
+    with ThreadEnvPool(lambda: probe.Env(suite=suite), concurrency=0) as pool:
+        a, b = pool.reset([ResetRequest(0, "a", 1), ResetRequest(1, "b", 2)])
+        assert a.tools is b.tools and a.tools == [t.schema() for t in pool.env(1).tools]
+    trajs = engine_for(probe, suite, ScriptedPolicy([probe.reply])).run(["a", "b"])
+    systems = {t.turns[0].prompt_text.split("\nuser: ")[0] for t in trajs}
+    assert len(systems) == 1 and '"name": "advance"' in systems.pop()
+
+
 def test_progress_bar_counts_episodes_and_errors(probe, monkeypatch):
     import turngym.agents.rollout as rollout_module
 

@@ -47,6 +47,11 @@ def test_hashable_json_is_hashable_and_json_encodable(value, expected):
     assert hashable_json(json.loads(json.dumps(out))) == out  # JSON round trip
 
 
+def test_hashable_json_keeps_a_tuple_of_plain_values_as_it_is():
+    ids = ("d1", "d2", 3, None)
+    assert hashable_json(ids) is ids and hashable_json(("q", ids))[1] is ids
+
+
 def test_turn_anchors_and_strata_survive_the_jsonl_round_trip(tmp_path):
     turns = [Turn(step=0, anchor=("q", ("d1", np.int64(2))), stratum=np.int64(1)),
              Turn(step=1, anchor=[["board"], 3], stratum=("calls", 2)),

@@ -40,3 +40,16 @@ def test_checker_catches_a_nondeterministic_env():
     assert {name for name, r in results.items() if not r.passed} == {
         "gymnasium check_env", "deterministic under a seed", "info keys well-typed, anchors hashable"}
     assert set(results) == set(CHECKS)
+
+
+def test_text_spaces_sample_as_gymnasium_text_and_own_their_rng():
+    from gymnasium import spaces
+
+    from turngym.envs.core import _SAMPLE_CHARSET, TextSpace
+
+    ours, gyms = TextSpace(50, seed=3), spaces.Text(50, min_length=0, charset=_SAMPLE_CHARSET, seed=3)
+    assert ours == gyms and [ours.sample() for _ in range(5)] == [gyms.sample() for _ in range(5)]
+    a, b = TextSpace(seed=1), TextSpace(seed=1)  # the charset tables are shared, the RNG is not
+    a.sample()
+    assert a.np_random is not b.np_random and b.sample() == TextSpace(seed=1).sample()
+    assert ours.contains("any \u00e9 text \udcff") and not ours.contains("x" * 51) and ours.max_length == 50
