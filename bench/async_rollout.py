@@ -37,8 +37,7 @@ def run_steps(config: str, overrides: list[str], steps: int, async_rollouts: boo
         for _ in range(steps):
             waits.append(trainer.train_step()["time/rollout_s"])
         wall = time.perf_counter() - start
-        if trainer.prefetcher is not None:
-            trainer.prefetcher.close()
+        trainer.sampler.close()  # the prefetch thread
         return wall, statistics.mean(waits)
 
 

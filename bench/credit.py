@@ -214,9 +214,9 @@ class BenchTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.warm_eval, self.gamma, self.diagnostics = warm_eval, gamma, {}
 
-    def advantages(self, trajs):
-        adv = super().advantages(trajs)
-        self.diagnostics = batch_diagnostics(trajs, adv, self.gamma)
+    def advantages(self, table):
+        adv = super().advantages(table)
+        self.diagnostics = batch_diagnostics(table.trajectories, adv, self.gamma)
         return adv
 
     def train_step(self) -> dict[str, float]:

@@ -6,8 +6,13 @@
   KL k1/abs/k2/k3, entropy, four aggregation modes).
 - :mod:`turngym.trainers.sampling`: DAPO dynamic sampling and overlong shaping, MT-GRPO task
   weights and the ratio-preserving sampler.
-- :mod:`turngym.trainers.trainer`: the loop (``Trainer``, ``turngym train``); around it
-  :mod:`~turngym.trainers.multitask` (MT-GRPO families in the loop),
+- :mod:`turngym.trainers.trainer`: the loop (``Trainer``, ``turngym train``): steps,
+  evaluations, checkpoints, logs. Its parts: :mod:`~turngym.trainers.build` (``build_run``:
+  what a run is made of), :mod:`~turngym.trainers.samplers` (which rollouts make a step's
+  batch: plain, DAPO refill, MT-GRPO families, prefetched), :mod:`~turngym.trainers.turns`
+  (the step's turns as columns), :mod:`~turngym.trainers.rows` (training rows, packing,
+  micro-batches) and :mod:`~turngym.trainers.update` (``ppo_update``); around them
+  :mod:`~turngym.trainers.multitask` (MT-GRPO's balancer),
   :mod:`~turngym.trainers.async_rollout` (bounded-staleness prefetch) and
   :mod:`~turngym.trainers.distributed` (one process or many through ``accelerate``).
 

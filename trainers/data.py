@@ -17,7 +17,7 @@ import numpy as np
 
 from turngym.envs.tasks import Task, TaskStream, TaskSuite
 
-__all__ = ["TrainingTasks"]
+__all__ = ["TaskCursor", "TrainingTasks"]
 
 DEMONSTRATION_SALT = 7919  # the warm start's stream: independent of the RL stream (salt 0)
 
@@ -58,3 +58,16 @@ class TrainingTasks:
         if self.generated:
             return f"generated tasks (an unbounded stream, seed {self.seed}, held-out tasks excluded)"
         return f"the frozen split ({len(self.split)} tasks)"
+
+
+class TaskCursor:
+    """The data cursor: a position in a run's :class:`TrainingTasks`. :meth:`take` hands out the
+    next tasks and moves past them; ``position`` is what a checkpoint keeps."""
+
+    def __init__(self, tasks: TrainingTasks, position: int = 0) -> None:
+        self.tasks, self.position = tasks, position
+
+    def take(self, count: int) -> list[Task]:
+        out = self.tasks.take(self.position, count)
+        self.position += count
+        return out

@@ -8,6 +8,7 @@ import pytest
 from turngym.envs import make
 from turngym.trainers.multitask import TaskBalancer, task_families
 from turngym.trainers.trainer import Trainer
+from turngym.trainers.turns import TurnTable
 
 
 def _families():
@@ -82,8 +83,8 @@ def test_overlong_shaping_penalises_turns_near_the_length_limit(train_config):
     lengths = [len(turn.response_ids) for t in trajs for turn in t.turns]
     assert max(lengths) == 24, "a random tiny model runs to max_tokens"
     cfg_off = train_config("ol-off", estimator__name="dr_grpo")
-    plain = Trainer(cfg_off).advantages(trajs)
-    shaped = trainer.advantages(trajs)
+    plain = Trainer(cfg_off).advantages(TurnTable.from_trajectories(trajs))
+    shaped = trainer.advantages(TurnTable.from_trajectories(trajs))
     assert not np.allclose(plain, shaped)
     # Dr. GRPO on returns: each trajectory's shift is its summed turn penalties (0 up to 16
     # tokens, -1 at 24) minus its group's mean of them, on every one of its turns
