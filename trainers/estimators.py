@@ -30,7 +30,8 @@ and broadcast the trajectory's advantage to each of its rows. ``flow_grpo`` (by 
 the AgentFlow code) and ``gigpo``'s episode level (``episode_stats="step"``, as in the
 verl-agent code) instead compute the statistics over **turn rows**, so long trajectories weigh
 more; both have a flag for the paper's per-trajectory statistics. ``reinforce_pp`` whitens over
-valid tokens, so it takes ``token_counts`` (response tokens per row, default 1).
+valid tokens, so it takes ``token_counts`` (response tokens per row, default 1; the trainer
+passes the table's response lengths).
 
 Per-turn columns an estimator asks for
 -------------------------------------
@@ -709,6 +710,7 @@ BATCH_COLUMNS = ("rewards", "group_ids", "traj_ids", "steps", "anchors", "strata
 EXTRA_COLUMNS: dict[str, str] = {
     "action_valid": "bool per row: False where the reply could not be parsed",
     "prompt_lengths": "prompt tokens per row",
+    "token_counts": "response tokens per row (reinforce_pp whitens over tokens)",
 }
 
 

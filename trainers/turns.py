@@ -92,6 +92,7 @@ class TurnTable:
             "strata": self.strata,
             "action_valid": self.action_valid,
             "prompt_lengths": self.prompt_lengths,
+            "token_counts": self.response_lengths,
         }
 
     def write_advantages(self, advantages: Sequence[float] | np.ndarray) -> None:

@@ -78,3 +78,14 @@ def test_gigpo_invalid_penalty_reads_action_valid_from_the_table():
                     invalid_penalty=0.5, action_valid=table.action_valid)
     assert got.tolist() == want.tolist()
     assert not np.allclose(got, estimate_columns("gigpo", columns))
+
+
+def test_reinforce_pp_whitens_over_the_tables_response_tokens():
+    trajs = [_traj("a", "g", [1.0], responses=[[7, 7, 7]]), _traj("b", "g", [0.0], responses=[[8]]),
+             _traj("c", "h", [0.0, 1.0], responses=[[9], [9, 9]])]
+    table = TurnTable.from_trajectories(trajs)
+    got = estimate_columns("reinforce_pp", table.estimator_columns())
+    want = estimate("reinforce_pp", table.rewards, table.group_ids, table.traj_ids, table.steps,
+                    token_counts=[3, 1, 1, 2])
+    assert got.tolist() == want.tolist()
+    assert got.tolist() != estimate("reinforce_pp", table.rewards, table.group_ids, table.traj_ids, table.steps).tolist()
