@@ -8,7 +8,9 @@ is printed with its 95% CI; the table goes to ``OUT/main_job.md`` and ``OUT/main
 
     python bench/main_job.py --seeds 0 1 2 --out bench/results/main_job
 
-Finished runs are kept (their ``summary.json``), so a stopped bench continues where it was.
+Finished runs are kept (their ``summary.json``), so a stopped bench continues where it was, and
+the table keeps the rows of seeds that another call wrote to the same ``OUT`` (so seeds can run
+as several processes side by side: ``--seeds 0 2`` and ``--seeds 1`` in parallel).
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ def training_seconds(run_dir: Path) -> tuple[float, float]:
     return sft["sft/seconds"] + rl, sft["sft/steps"] / sft["sft/seconds"]
 
 
+def merge_rows(table: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` plus the rows of other seeds already in ``table``, by seed."""
+    mine = {row["seed"] for row in rows}
+    earlier = json.loads(table.read_text()) if table.exists() else []
+    return sorted([r for r in earlier if r["seed"] not in mine] + rows, key=lambda r: r["seed"])
+
+
 def fmt(mean: float, ci: list[float]) -> str:
     return f"{mean:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]"
 
@@ -84,6 +93,7 @@ def main() -> None:
                                                                       f"sft.steps={steps}", "run.eval_every=0"])
         rows.append(row)
         print(json.dumps(row, indent=1), flush=True)
+    rows = merge_rows(out / "main_job.json", rows)
     (out / "main_job.json").write_text(json.dumps(rows, indent=2))
     lines = ["| seed | before | after warm start | after RL | RL gain (points) | CIs overlap | wall time, CPU time (load) "
              "| control: warm start alone, same training time | control wall time |",
