@@ -56,7 +56,10 @@ Implementation notes: group-bys are ``np.unique(..., return_inverse=True)`` code
 Python loop runs per row except GiGPO's optional text-similarity clustering. Hashable anchors
 and strata of any type (tuples included: what environments report and Turns keep) are coded
 by one C-level dict pass, one hash per row (none when they already are a numeric or string
-numpy array); only unhashable ones (lists, dicts, arrays) are canonicalised row by row.
+numpy array); only unhashable ones (lists, dicts, arrays) are canonicalised row by row. The
+trainer does that pass once per step, where the turn table is built (:func:`anchor_codes`), and
+hands GiGPO the integers as its ``anchor_codes`` column: hashing a nested tuple of strings costs
+several times GiGPO's whole integer path, and codes give the same step groups.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ __all__ = [
     "EXTRA_COLUMNS",
     "EstimatorError",
     "RowBatch",
+    "anchor_codes",
     "discounted_returns",
     "estimate",
     "estimate_columns",
@@ -204,9 +208,28 @@ def _hashable_codes(values: Sequence[Any]) -> tuple[np.ndarray, int]:
         return codes, len(table)
 
 
+def anchor_codes(anchors: Any) -> np.ndarray:
+    """One int64 code per anchor (or stratum), equal exactly where the canonical keys of
+    :func:`turngym.envs.core.canonical_anchor` are equal: what GiGPO's ``anchor_codes`` column
+    takes. The turn table interns a step's anchors with it once, so that the estimator groups
+    integers; the numbering is first-occurrence order, which no advantage depends on."""
+    return _codes(anchors)[0]
+
+
 def _pair_codes(a: np.ndarray, b: np.ndarray, nb: int) -> tuple[np.ndarray, int]:
-    """Dense codes of the pairs ``(a[i], b[i])`` given codes ``a`` and ``b`` (``b < nb``)."""
-    return _codes(a * np.int64(nb) + b)
+    """Dense codes of the pairs ``(a[i], b[i])`` given dense codes ``a`` and ``b`` (every value
+    ``0..nb-1`` of ``b`` present).
+
+    When the pair keys span more than a lookup table covers and each ``b`` value occurs with one
+    ``a`` only (trajectory ids unique across groups; interned anchors that name their question),
+    the pairs are the ``b`` codes themselves: O(n), where ``np.unique`` would sort."""
+    key = a * np.int64(nb) + b
+    if len(key) and int(key.max()) > 4 * len(key) + 4096:
+        owner = np.empty(nb, dtype=np.int64)
+        owner[b] = a
+        if np.array_equal(owner[b], a):
+            return b, nb
+    return _codes(key)
 
 
 @dataclass(frozen=True, eq=False)
@@ -622,6 +645,7 @@ def gigpo(
     similarity_thresh: float = 0.95,
     invalid_penalty: float = 0.0,
     action_valid: Any = None,
+    anchor_codes: Any = None,
 ) -> np.ndarray:
     """GiGPO (2505.10978): A = A^E + omega * A^S.
 
@@ -640,20 +664,37 @@ def gigpo(
     (not discounted into earlier turns). With ``episode_stats="trajectory"`` the mean/std are
     those of the unpenalised trajectory returns and each row's penalised score is normalised by
     them.
+
+    ``anchor_codes`` (the turn table's column, see :func:`anchor_codes`): one integer per row,
+    equal exactly where the anchors are; when given, the exact step groups are formed from them
+    instead of from the anchors (same advantages, bit for bit). Similarity mode reads the anchors.
     """
     if mode not in ("mean_norm", "mean_std_norm"):
         raise EstimatorError(f"GiGPO mode must be 'mean_norm' or 'mean_std_norm', got {mode!r}")
     if episode_stats not in ("step", "trajectory"):
         raise EstimatorError(f"episode_stats must be 'step' or 'trajectory', got {episode_stats!r}")
-    if batch.anchors is None:
-        raise EstimatorError("the gigpo estimator needs anchors (info['anchor'] per row)")
     use_std = mode == "mean_std_norm"
     penalty = _invalid_penalty(invalid_penalty, action_valid, len(batch))
     a_episode = _gigpo_episode(batch, penalty, bool(invalid_penalty), use_std, episode_stats)
-    anchor, n_anchor = (_similarity_anchor_codes(batch.anchors, batch.group, similarity_thresh) if similarity
-                        else _codes(batch.anchors))
+    anchor, n_anchor = _gigpo_anchor_codes(batch, anchor_codes, similarity, similarity_thresh)
     a_step = _gigpo_step(batch, penalty, bool(invalid_penalty), use_std, gamma, anchor, n_anchor)
     return a_episode + omega * a_step
+
+
+def _gigpo_anchor_codes(batch: RowBatch, codes: Any, similarity: bool, threshold: float) -> tuple[np.ndarray, int]:
+    """Dense codes of GiGPO's anchors: from the interned ``codes`` when given (integers: no
+    hashing per row), else from the anchors; similarity clustering needs the anchors' text."""
+    if codes is not None and not similarity:
+        codes = np.asarray(codes).reshape(-1)
+        if len(codes) != len(batch) or codes.dtype.kind not in "iu":
+            raise EstimatorError(f"anchor_codes must be {len(batch)} integers (one per row), got {len(codes)} "
+                                 f"of dtype {codes.dtype}")
+        return _codes(codes)
+    if batch.anchors is None:
+        raise EstimatorError("the gigpo estimator needs anchors (info['anchor'] per row)")
+    if similarity:
+        return _similarity_anchor_codes(batch.anchors, batch.group, threshold)
+    return _codes(batch.anchors)
 
 
 def _invalid_penalty(invalid_penalty: float, action_valid: Any, n: int) -> np.ndarray:
@@ -709,6 +750,7 @@ BATCH_COLUMNS = ("rewards", "group_ids", "traj_ids", "steps", "anchors", "strata
 #: Per-row columns an estimator receives when its signature names them as keyword parameters.
 EXTRA_COLUMNS: dict[str, str] = {
     "action_valid": "bool per row: False where the reply could not be parsed",
+    "anchor_codes": "int per row: the anchors interned, equal exactly where the anchors are (GiGPO groups them)",
     "prompt_lengths": "prompt tokens per row",
     "token_counts": "response tokens per row (reinforce_pp whitens over tokens)",
 }

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from turngym.agents.trajectory import Trajectory, Turn
+from turngym.trainers.estimators import anchor_codes
 
 __all__ = ["TurnTable"]
 
@@ -45,6 +46,9 @@ class TurnTable:
     steps: np.ndarray
     """The turn's index inside its trajectory (int64)."""
     anchors: list[Any]
+    anchor_codes: np.ndarray
+    """The anchors interned once here (int64, equal exactly where the anchors are): GiGPO groups
+    these integers instead of hashing every tuple anchor again."""
     strata: list[Any]
     action_valid: np.ndarray
     """False where the reply could not be parsed (bool)."""
@@ -60,6 +64,7 @@ class TurnTable:
     def from_trajectories(cls, trajectories: Sequence[Trajectory]) -> TurnTable:
         pairs = [(t, turn) for t in trajectories for turn in t.turns]
         turns = [turn for _, turn in pairs]
+        anchors = [turn.anchor for turn in turns]
         return cls(
             trajectories=trajectories,
             turns=turns,
@@ -68,7 +73,8 @@ class TurnTable:
             traj_ids=[t.traj_id for t, _ in pairs],
             task_ids=[t.task_id for t, _ in pairs],
             steps=np.array([turn.step for turn in turns], dtype=np.int64),
-            anchors=[turn.anchor for turn in turns],
+            anchors=anchors,
+            anchor_codes=anchor_codes(anchors),
             strata=[turn.stratum for turn in turns],
             action_valid=np.array([turn.action_valid for turn in turns], dtype=bool),
             prompt_lengths=np.array([len(turn.prompt_ids) for turn in turns], dtype=np.int64),
@@ -89,6 +95,7 @@ class TurnTable:
             "traj_ids": self.traj_ids,
             "steps": self.steps,
             "anchors": self.anchors,
+            "anchor_codes": self.anchor_codes,
             "strata": self.strata,
             "action_valid": self.action_valid,
             "prompt_lengths": self.prompt_lengths,

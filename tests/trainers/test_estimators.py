@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from turngym.trainers import ESTIMATORS, EstimatorError, estimate, register_estimator
-from turngym.trainers.estimators import RowBatch, discounted_returns
+from turngym.trainers.estimators import RowBatch, _pair_codes, anchor_codes, discounted_returns
 
 
 def one_turn_each(rewards):
@@ -222,6 +222,69 @@ def test_gigpo_tuple_anchors_give_the_advantages_of_integer_anchors(mode):
     # and the anchors matter: merging two states changes the advantages
     merged = [min(a, 1) for a in ints]
     assert not np.array_equal(estimate("gigpo", **dict(batch, anchors=merged), mode=mode), expected)
+
+
+@pytest.mark.parametrize("mode", ["mean_norm", "mean_std_norm"])
+@pytest.mark.parametrize("fresh", [False, True], ids=["shared strings", "fresh strings per row"])
+def test_gigpo_interned_nested_anchors_give_the_advantages_of_integer_anchors(mode, fresh):
+    """Nested tuple anchors (a search state), as objects shared by rows or rebuilt per row (read
+    back from JSONL), give bit-identical advantages raw and interned by ``anchor_codes`` (#20)."""
+    batch = _recurring_anchor_batch()
+    ints, groups = batch["anchors"].tolist(), batch["group_ids"].tolist()
+    if fresh:
+        nested = [(f"q{g}", (f"d{a}", f"d{a + 1}")) for g, a in zip(groups, ints)]
+    else:
+        questions, docs = [f"q{g}" for g in range(max(groups) + 1)], [f"d{a}" for a in range(max(ints) + 2)]
+        nested = [(questions[g], (docs[a], docs[a + 1])) for g, a in zip(groups, ints)]
+    expected = estimate("gigpo", **batch, mode=mode)
+    codes = anchor_codes(nested)
+    assert codes.dtype == np.int64 and len(set(codes.tolist())) == len(set(nested))
+    assert np.array_equal(estimate("gigpo", **dict(batch, anchors=nested), mode=mode), expected)
+    assert np.array_equal(estimate("gigpo", **dict(batch, anchors=nested), mode=mode, anchor_codes=codes), expected)
+    without_anchors = {k: v for k, v in batch.items() if k != "anchors"}
+    assert np.array_equal(estimate("gigpo", **without_anchors, mode=mode, anchor_codes=codes), expected)
+
+
+@pytest.mark.parametrize("name", ["gigpo", "grpo", "stratified"])
+def test_ids_unique_across_groups_give_the_advantages_of_ids_scoped_by_group(name):
+    """Trajectory ids unique across groups (the rollout's ``task@run/g``) and anchors that name
+    their group take the O(n) pair coding, not a sort, to the same advantages."""
+    batch = _recurring_anchor_batch()
+    batch["strata"] = batch["anchors"]
+    scoped = estimate(name, **batch)
+    groups, trajs, ints = batch["group_ids"].tolist(), batch["traj_ids"].tolist(), batch["anchors"].tolist()
+    unique = dict(batch, traj_ids=[f"task{g}@s0r0/{t}" for g, t in zip(groups, trajs)],
+                  anchors=[(f"q{g}", a) for g, a in zip(groups, ints)])
+    np.testing.assert_allclose(estimate(name, **unique), scoped, rtol=0, atol=1e-12)
+
+
+def test_pair_codes_of_b_values_owned_by_one_a_keep_the_sorted_pairs_order_within_each_a():
+    """The O(n) path numbers pairs by ``b`` (no sort); within each ``a`` that is the order of the
+    sorted pairs, so per-segment sums run in the same order: bit-identical statistics."""
+    rng = np.random.default_rng(0)
+    b = rng.permutation(np.repeat(np.arange(5000), 3))
+    a = b % 997  # each b value with one a only; keys span 997 * 5000 >> 4 * 15000
+    codes, n = _pair_codes(a, b, 5000)
+    sorted_codes, n_sorted = np.unique(a * 5000 + b, return_inverse=True)[1], 5000
+    assert n == n_sorted and np.array_equal(codes, b)
+    for owner in (0, 1, 996):
+        rows = a == owner
+        assert np.array_equal(np.argsort(codes[rows], kind="stable"), np.argsort(sorted_codes[rows], kind="stable"))
+
+
+def test_gigpo_anchor_codes_are_checked_and_similarity_reads_the_anchors():
+    rows = dict(rewards=[1.0, 0.0, 0.0, 1.0], group_ids=[0] * 4, traj_ids=[0, 0, 1, 1], steps=[0, 1, 0, 1])
+    text = ["the cat sat", "a dog ran", "the cat sat!", "a dog ran."]
+    similar = estimate("gigpo", **rows, anchors=text, similarity=True, similarity_thresh=0.9)
+    # codes that tell every row apart would zero the step advantages; similarity mode ignores them
+    assert np.array_equal(estimate("gigpo", **rows, anchors=text, similarity=True, similarity_thresh=0.9,
+                                   anchor_codes=[0, 1, 2, 3]), similar)
+    with pytest.raises(EstimatorError, match="anchor_codes must be 4 integers"):
+        estimate("gigpo", **rows, anchor_codes=[0, 1])
+    with pytest.raises(EstimatorError, match="anchor_codes must be 4 integers"):
+        estimate("gigpo", **rows, anchor_codes=["a", "b", "c", "d"])
+    with pytest.raises(EstimatorError, match="needs anchors"):
+        estimate("gigpo", **rows)
 
 
 def test_stratified_tuple_strata_give_the_advantages_of_integer_strata():

@@ -30,6 +30,20 @@ def test_the_table_is_one_row_per_turn_trajectory_by_trajectory():
     assert columns["anchors"] == ["s0", "s1", "s0"] and columns["strata"] == [0, 1, 0]
 
 
+def test_the_table_interns_anchors_and_gigpo_groups_the_codes():
+    """The table codes each anchor once (equal codes exactly for equal anchors, whatever object
+    holds them); GiGPO through the columns gives the advantages of the raw anchors, bit for bit."""
+    trajs = [_traj("a", "g", [0.0, 1.0, 0.0]), _traj("b", "g", [0.5, 0.0]), _traj("c", "h", [1.0, 0.0])]
+    for i, turn in enumerate(turn for t in trajs for turn in t.turns):
+        turn.anchor = (f"q{i % 2}", (f"d{turn.step}", f"d{turn.step + 1}"))  # fresh strings per turn
+    table = TurnTable.from_trajectories(trajs)
+    assert table.anchor_codes.tolist() == [0, 1, 2, 3, 4, 3, 4]  # codes are per table; GiGPO pairs them with groups
+    columns = table.estimator_columns()
+    assert columns["anchor_codes"] is table.anchor_codes
+    want = estimate("gigpo", table.rewards, table.group_ids, table.traj_ids, table.steps, anchors=table.anchors)
+    assert estimate_columns("gigpo", columns).tolist() == want.tolist()
+
+
 def test_rows_and_advantages_follow_the_table_order():
     trajs = [_traj("a", "g", [0.0, 1.0], responses=[[7], []]), _traj("b", "g", [0.5], responses=[[8, 9]])]
     table = TurnTable.from_trajectories(trajs)
