@@ -17,6 +17,7 @@ from turngym.tools.dispatch import (
 )
 from turngym.tools.parsers import (
     ParseResult,
+    call_example,
     detect_style,
     parse_tool_calls,
     register_parser,
@@ -32,6 +33,7 @@ __all__ = [
     "ToolResult",
     "ToolTurn",
     "ToolTurnOptions",
+    "call_example",
     "detect_style",
     "dispatch",
     "format_tool_output",

@@ -41,6 +41,7 @@ __all__ = [
     "STYLE_RULES",
     "ParseResult",
     "StyleRule",
+    "call_example",
     "detect_style",
     "parse_hermes",
     "parse_openai_json",
@@ -348,6 +349,15 @@ def render_tool_call(name: str, arguments: dict[str, Any] | None = None, style: 
     """One call written as a model of ``style`` writes it (expert replies, examples); Hermes for
     None or a style registered without a renderer."""
     return RENDERERS.get(style or "hermes", RENDERERS["hermes"])(name, dict(arguments or {}))
+
+
+def call_example(name: str, arguments: dict[str, Any] | None = None, style: str | None = None, end: str = "") -> str:
+    """An example call for an environment's running text, written after "Call a tool as": the
+    call as :func:`render_tool_call` writes it in ``style``, so the style's parser reads it back.
+    A one-line call (Hermes, bare JSON) comes as ``" " + call + end``; one that spans lines
+    (ReAct, whose ``Action:`` must start a line) as ``":\n" + call + "\n"``, on lines of its own."""
+    call = render_tool_call(name, arguments, style)
+    return f":\n{call}\n" if "\n" in call else f" {call}{end}"
 
 
 def parse_tool_calls(text: str, style: str = "hermes") -> ParseResult:

@@ -38,7 +38,7 @@ submission ``tests`` (per-test booleans), ``tests_passed``, ``tests_total``, ``s
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,7 +57,7 @@ from turngym.sandboxes.errors import SandboxUnavailable
 from turngym.tools import ToolResult, ToolTurnOptions
 from turngym.tools.base import Tool, ToolCall, ToolError
 from turngym.tools.dispatch import dispatch, invalid_reply, parse_options
-from turngym.tools.parsers import render_tool_call
+from turngym.tools.parsers import call_example, render_tool_call
 
 __all__ = ["CodeEnv", "CodeOptions", "CODE_TOOLS", "grading_pool"]
 
@@ -82,8 +82,19 @@ BASH_TOOL = Tool("bash", "Run a shell command in your sandbox; returns its stdou
 SUBMIT_TOOL = Tool("submit", "Submit your complete solution to be graded by hidden tests.", SubmitArgs)
 CODE_TOOLS = [PYTHON_TOOL, BASH_TOOL, SUBMIT_TOOL]
 
-HELP = ('Call a tool as <tool_call>{"name": "python", "arguments": {"code": "..."}}</tool_call>; '
-        "tools: python(code), bash(cmd), submit(code).")
+
+def code_help(style: str | None = None) -> str:
+    """How to call the tools (the reset observation's last line, the help after an invalid
+    reply), with the example call in ``style`` (Hermes for None)."""
+    call = call_example("python", {"code": "..."}, style, end="; ")
+    return f"Call a tool as{call}tools: python(code), bash(cmd), submit(code)."
+
+
+def _styled_instructions(template: str, style: str | None = None) -> str:
+    return template.format(call=call_example("python", {"code": "print(1)"}, style, end="."))
+
+
+HELP = code_help()  # in Hermes, the default style
 _FENCE = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL)
 
 
@@ -148,14 +159,17 @@ class CodeEnv(TurnEnv):
     """Programming tasks with python, bash and submit tools, graded by hidden tests."""
 
     description = "Write, run and fix Python in a sandbox; hidden tests grade the submission."
-    instructions = (
+    #: The instructions, ``{call}`` standing for the example call in the episode's tool-call
+    #: style; ``instructions`` is it in Hermes until a reset names another.
+    instructions_template: ClassVar[str] = (
         "Solve the programming task: write the requested Python function. You have a sandbox: "
         "python(code) runs a Python program and bash(cmd) a shell command, and you see their output. "
         "Test your code there, then submit(code) the complete solution (the function and any imports "
         "or helpers it needs). Hidden tests grade the submission; if some fail you may fix it and "
         "submit again, a limited number of times. "
-        'Call a tool as <tool_call>{"name": "python", "arguments": {"code": "print(1)"}}</tool_call>.'
+        "Call a tool as{call}"
     )
+    instructions = _styled_instructions(instructions_template)
 
     def __init__(self, suite: str | TaskSuite | None = "code", split: str = "test", max_turns: int = 10,
                  render_mode: str | None = None, **options: Any) -> None:
@@ -163,6 +177,7 @@ class CodeEnv(TurnEnv):
         self.options = parse_options(CodeOptions, "CodeEnv", options)
         self.limits = parse_options(SandboxLimits, "CodeEnv", self.options.limits)
         self.tool_call_style = self.options.tool_call_style
+        self._restyle()
         self.tools = list(CODE_TOOLS)
         self._handlers = {"python": self._python, "bash": self._bash, "submit": self._submit}
         self._sandbox: Sandbox | None = None
@@ -205,6 +220,11 @@ class CodeEnv(TurnEnv):
         super().close()
 
     # -- the episode ---------------------------------------------------------------------
+    def _restyle(self) -> None:
+        """Instructions and help with the example call in the style replies are read in."""
+        self.instructions = _styled_instructions(self.instructions_template, self.call_style)
+        self.help = code_help(self.call_style)
+
     def _info(self) -> dict[str, Any]:
         assert self.task is not None
         return {"stratum": self.executions, "anchor": (self.task.id, self.last_outcome)}
@@ -216,18 +236,19 @@ class CodeEnv(TurnEnv):
             self._sandbox.reset()  # the previous episode's processes and files go
         _ = self.sandbox  # start it now (and fail now, with EnvUnavailable, if it cannot)
         self._dirty = False
+        self._restyle()  # the reset may have named the agent's tool-call style
         self.executions, self.exec_time, self.submissions = 0, 0.0, 0
         self.last_outcome = ()
         obs = (f"Write this Python function:\n\n{task.prompt}\n"
                f"{len(task.metadata['tests'])} hidden tests grade your submission; you may submit "
-               f"{self.options.max_submissions} times.\n{HELP}")
+               f"{self.options.max_submissions} times.\n{self.help}")
         return obs, self._info()
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         turn = dispatch(action, self.tools, self._handlers, self.options, style=self.call_style, read=_fenced_submit,
                         output_chars=self.options.output_chars, final={"submit"})
         if turn.error:
-            return invalid_reply(turn.error, HELP), 0.0, False, {"action_valid": False, **self._info()}
+            return invalid_reply(turn.error, self.help), 0.0, False, {"action_valid": False, **self._info()}
         info: dict[str, Any] = {"action_valid": turn.valid, "tool_calls": turn.ran, **turn.info, **self._info()}
         return turn.observation, turn.reward, turn.terminated, info
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,7 +45,7 @@ from turngym.envs.tasks import SuiteError, Task, TaskSuite
 from turngym.tools import ToolResult, ToolTurnOptions
 from turngym.tools.base import Tool, ToolCall, ToolError, truncate_text
 from turngym.tools.dispatch import dispatch, invalid_reply, parse_options
-from turngym.tools.parsers import render_tool_call
+from turngym.tools.parsers import call_example, render_tool_call
 
 __all__ = ["SearchEnv", "SearchOptions", "SEARCH_TOOLS"]
 
@@ -72,10 +72,21 @@ OPEN_TOOL = Tool("open", "Read the full passage with the given id.", OpenArgs)
 ANSWER_TOOL = Tool("answer", "Give the final answer (a short span) and end the episode.", AnswerArgs)
 SEARCH_TOOLS = [SEARCH_TOOL, OPEN_TOOL, ANSWER_TOOL]
 
-HELP = (
-    'Call a tool as <tool_call>{"name": "search", "arguments": {"query": "..."}}</tool_call>; '
-    'tools: search(query, k), open(doc_id), answer(text).'
-)
+
+def search_help(style: str | None = None) -> str:
+    """How to call the tools (the reset observation's last line, the help after an invalid
+    reply), with the example call in ``style`` (Hermes for None)."""
+    call = call_example("search", {"query": "..."}, style, end="; ")
+    return f"Call a tool as{call}tools: search(query, k), open(doc_id), answer(text)."
+
+
+def styled_instructions(template: str, style: str | None = None) -> str:
+    """``template`` (a search environment's ``instructions_template``) with its ``{call}`` slot
+    filled by an example search call in ``style`` (Hermes for None)."""
+    return template.format(call=call_example("search", {"query": "..."}, style, end=". "))
+
+
+HELP = search_help()  # in Hermes, the default style
 _ANSWER_TAG = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
 
 
@@ -127,14 +138,17 @@ class SearchEnv(TurnEnv):
     """Multi-hop question answering with search, open and answer tools."""
 
     description = "Multi-hop QA: search a local corpus (BM25), open passages, answer; EM/F1 reward."
-    instructions = (
+    #: The instructions, ``{call}`` standing for the example call in the episode's tool-call
+    #: style (:func:`styled_instructions`); ``instructions`` is it in Hermes until a reset names another.
+    instructions_template: ClassVar[str] = (
         "Answer the question by searching a collection of encyclopedia passages. "
         "Use the tools: search(query, k) returns passages with their ids and titles; open(doc_id) "
         "shows a full passage; answer(text) gives your final answer and ends the episode. "
         "Questions often need two or more searches (find the first fact, then search for the next). "
-        'Call a tool as <tool_call>{"name": "search", "arguments": {"query": "..."}}</tool_call>. '
+        "Call a tool as{call}"
         "Answer with a short span (a name, a date, a number, yes or no), not a sentence."
     )
+    instructions = styled_instructions(instructions_template)
 
     def __init__(
         self,
@@ -149,6 +163,7 @@ class SearchEnv(TurnEnv):
         super().__init__(suite=suite, split=split, max_turns=max_turns, render_mode=render_mode)
         self.options = parse_options(SearchOptions, type(self).__name__, options)
         self.tool_call_style = self.options.tool_call_style
+        self._restyle()
         self.tools = list(SEARCH_TOOLS)
         self._handlers = {"search": self._search, "open": self._open, "answer": self._answer}
         self._corpus: Corpus | None = None
@@ -175,6 +190,11 @@ class SearchEnv(TurnEnv):
         return self._retriever
 
     # -- the episode ------------------------------------------------------------------------
+    def _restyle(self) -> None:
+        """Instructions and help with the example call in the style replies are read in."""
+        self.instructions = styled_instructions(self.instructions_template, self.call_style)
+        self.help = search_help(self.call_style)
+
     def _question(self) -> str:
         assert self.task is not None
         return self.task.prompt
@@ -186,18 +206,19 @@ class SearchEnv(TurnEnv):
         if task.answer in (None, "", []):
             raise SuiteError(f"task {task.id!r} has no gold answer")
         _ = self.retriever  # build or load the index now, not inside the first step
+        self._restyle()  # the reset may have named the agent's tool-call style
         self.search_calls = 0
         self.tool_call_count = 0
         self.last_result_ids = ()
         self.queries, self.opened_ids = [], []
-        obs = f"Question: {task.prompt}\n{HELP}"
+        obs = f"Question: {task.prompt}\n{self.help}"
         return obs, self._info()
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         turn = dispatch(action, self.tools, self._handlers, self.options, style=self.call_style,
                         read=_with_answer_tags, final={"answer"})
         if turn.error:
-            obs = invalid_reply(turn.error, HELP)
+            obs = invalid_reply(turn.error, self.help)
             return obs, -self.options.invalid_penalty, False, {"action_valid": False, **self._info()}
         info: dict[str, Any] = {"action_valid": turn.valid, "tool_calls": turn.ran, **self._info(), **turn.info}
         reward = (0.0 if turn.valid else -self.options.invalid_penalty) + turn.reward
@@ -266,8 +287,8 @@ class SearchEnv(TurnEnv):
 
     def example_actions(self) -> list[str]:
         return [
-            '<tool_call>{"name": "search", "arguments": {"query": "Shirley Temple government position"}}</tool_call>',
-            '<tool_call>{"name": "open", "arguments": {"doc_id": "00000000"}}</tool_call>',
+            render_tool_call("search", {"query": "Shirley Temple government position"}, self.call_style),
+            render_tool_call("open", {"doc_id": "00000000"}, self.call_style),
             "I think the answer is <answer>Chief of Protocol</answer>",
             "no tool call here",
         ]

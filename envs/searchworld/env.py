@@ -23,7 +23,7 @@ from collections import OrderedDict
 from typing import Any
 
 from turngym.envs.search.corpus import Corpus, Document
-from turngym.envs.search.env import SearchEnv
+from turngym.envs.search.env import SearchEnv, styled_instructions
 from turngym.envs.search.retrieval import BM25Retriever
 from turngym.envs.searchworld.world import read_field
 from turngym.envs.tasks import SuiteError, Task, TaskSuite
@@ -80,14 +80,15 @@ class SearchWorldEnv(SearchEnv):
     """Multi-hop questions about a generated fictional world: search it, open passages, answer."""
 
     description = "Generated-world QA: search a fictional world's passages (BM25), open them, answer; EM reward."
-    instructions = (
+    instructions_template = (
         "Answer the question about a fictional world by searching its passages. "
         "Use the tools: search(query) returns passages with their ids and titles; open(doc_id) shows a "
         "passage; answer(text) gives your final answer and ends the episode. Search for the name in the "
         "question, open its passage, and if the question asks about another entity, search for that name next. "
-        'Call a tool as <tool_call>{"name": "search", "arguments": {"query": "..."}}</tool_call>. '
+        "Call a tool as{call}"
         "Answer with the exact word, name or year from the passage."
     )
+    instructions = styled_instructions(instructions_template)
 
     def __init__(self, suite: str | TaskSuite | None = "searchworld-2hop", split: str = "train",
                  max_turns: int = 10, render_mode: str | None = None, **options: Any) -> None:

@@ -4,6 +4,7 @@ info["tool_calls"] as the calls that ran, and keeps its own observations."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import shutil
@@ -17,7 +18,8 @@ from turngym.agents.models import tiny_tokenizer
 from turngym.agents.rollout import RolloutConfig, rollout
 from turngym.agents.scripted import ScriptedPolicy
 from turngym.envs.grid.moves import INVALID_HELP
-from turngym.tools import detect_style, render_tool_call
+from turngym.tools import ToolCall, detect_style, parse_tool_calls, render_tool_call
+from turngym.tools.parsers import PARSERS
 
 ROOT = Path(__file__).resolve().parents[2]
 STOCK = ROOT / "examples" / "third_party_env" / "turngym_guess" / "stock.py"
@@ -121,6 +123,61 @@ def test_searchworld_reads_llama_json_and_its_expert_writes_it():
     obs, reward, term, trunc, info = env.step(reply)
     assert info["action_valid"] and [c["name"] for c in info["tool_calls"]] == ["search"]
     assert obs.startswith('<tool_output name="search">')
+
+
+# -- the instructions and help show the call in the model's style -----------------------------------
+SEARCH_CALL = ToolCall(name="search", arguments={"query": "..."})
+HOW_TO_CALL = {  # env id: (options, the instructions' example call, the help's example call)
+    "turngym/Search-v0": ({}, SEARCH_CALL, SEARCH_CALL),
+    "turngym/SearchWorld-v0": ({}, SEARCH_CALL, SEARCH_CALL),
+    "turngym/Code-v0": ({"backend": "local"}, ToolCall(name="python", arguments={"code": "print(1)"}),
+                        ToolCall(name="python", arguments={"code": "..."})),
+}
+
+
+@contextlib.contextmanager
+def made(env_id, **options):
+    env = turngym.make(env_id, **HOW_TO_CALL[env_id][0], **options)
+    try:
+        yield env
+    finally:
+        env.close()
+        from turngym.sandboxes import close_shared_pools
+
+        close_shared_pools()
+
+
+@pytest.mark.parametrize("style", sorted(PARSERS))
+@pytest.mark.parametrize("env_id", sorted(HOW_TO_CALL))
+def test_instructions_and_help_show_a_call_that_reads_back_in_the_episodes_style(env_id, style):
+    _, instructed, helped = HOW_TO_CALL[env_id]
+    with made(env_id) as env:
+        obs, _ = env.reset(seed=0, options={"tool_call_style": style})
+        invalid = env.step("no tool call here")[0]
+        for text, call in [(env.unwrapped.instructions, instructed), (obs, helped), (invalid, helped)]:
+            result = parse_tool_calls(text, style)
+            assert result.calls == [call] and not result.errors, (style, text)
+
+
+@pytest.mark.parametrize("env_id", sorted(HOW_TO_CALL))
+def test_the_default_instructions_are_hermes_word_for_word(env_id):
+    _, instructed, helped = HOW_TO_CALL[env_id]
+    with made(env_id) as env:
+        base = env.unwrapped
+        hermes = f"Call a tool as {render_tool_call(instructed.name, instructed.arguments)}."
+        assert base.instructions == type(base).instructions and hermes in base.instructions
+        obs, _ = env.reset(seed=0)
+        assert base.instructions == type(base).instructions
+        assert f"\nCall a tool as {render_tool_call(helped.name, helped.arguments)}; tools: " in obs
+        env.reset(seed=0, options={"tool_call_style": "react"})
+        assert "Action: " in base.instructions
+        env.reset(seed=0, options={"tool_call_style": "hermes"})
+        assert base.instructions == type(base).instructions
+
+
+def test_a_style_fixed_at_make_shows_before_the_first_reset():
+    with made("turngym/Search-v0", tool_call_style="openai_json") as env:
+        assert parse_tool_calls(env.unwrapped.instructions, "openai_json").calls == [SEARCH_CALL]
 
 
 def test_gui_reports_the_calls_that_ran():

@@ -11,6 +11,7 @@ from turngym.tools import ToolCall, parse_tool_calls
 from turngym.tools.parsers import (
     PARSERS,
     STYLE_RULES,
+    call_example,
     detect_style,
     register_parser,
     register_style_rule,
@@ -203,6 +204,23 @@ def test_a_truncated_call_is_reported_not_silently_dropped():
         cut = text[: text.index("arguments" if "arguments" in text else "parameters" if "parameters" in text else "query") + 14]
         result = parse_tool_calls(cut, style)
         assert result.errors and not result.calls, (style, cut)
+
+
+# -- example calls in running text -----------------------------------------------------------------
+@pytest.mark.parametrize("style", sorted(PARSERS))
+@pytest.mark.parametrize("end, after", [(". ", "Answer briefly."), ("; ", "tools: a(x), b(y)."), (".", "")])
+def test_an_example_call_in_a_sentence_reads_back_as_that_call(style, end, after):
+    args = {"query": "...", "k": 2}
+    text = f"Question: who? Call a tool as{call_example('search', args, style, end=end)}{after}"
+    result = parse_tool_calls(text, style)
+    assert result.calls == [ToolCall(name="search", arguments=args)] and not result.errors
+
+
+def test_a_one_line_example_stays_in_the_sentence_and_a_react_one_gets_its_own_lines():
+    assert call_example("search", {"query": "..."}, end=". ") == call_example("search", {"query": "..."}, "hermes", end=". ") == (
+        ' <tool_call>{"name": "search", "arguments": {"query": "..."}}</tool_call>. ')
+    assert call_example("search", {"query": "..."}, "openai_json", end="; ") == ' {"name": "search", "parameters": {"query": "..."}}; '
+    assert call_example("search", {"query": "..."}, "react", end=". ") == ':\nAction: search\nAction Input: {"query": "..."}\n'
 
 
 # -- registry and style detection ----------------------------------------------------------------
