@@ -1,7 +1,9 @@
 """FrozenLake: walk from the start to the goal across a frozen lake without falling into a
 hole. Maps are generated from a seed with a guaranteed path; moves are deterministic unless
 ``slippery`` (then a move slips sideways with probability ``slip_prob``, drawn from the env's
-seeded generator so episodes stay reproducible).
+seeded generator so episodes stay reproducible). A move off the board leaves you where you are,
+or with ``off_board_invalid`` is an invalid reply (``invalid_penalty``, an observation saying why,
+nothing moves); a slip sideways off the board always leaves you where you are.
 
 Board text: ``S`` start, ``F`` frozen, ``H`` hole, ``G`` goal, ``P`` you (the start cell is
 shown as ``F`` once you have left it).
@@ -17,6 +19,7 @@ import numpy as np
 from turngym.envs.grid.moves import DIRECTIONS, INVALID_HELP, MoveArgs, MoveEnv
 from turngym.envs.tasks import Task
 from turngym.tools import ToolResult
+from turngym.tools.base import ToolError
 
 __all__ = ["FrozenLakeEnv", "generate_map", "shortest_path"]
 
@@ -89,11 +92,16 @@ class FrozenLakeEnv(MoveEnv):
         slip_prob: float = 1 / 3,
         success_reward: float = 1.0,
         invalid_penalty: float = 0.0,
+        off_board_invalid: bool = False,
         render_mode: str | None = None,
     ) -> None:
         super().__init__(suite=suite, split=split, max_turns=max_turns, render_mode=render_mode)
         self.slippery, self.slip_prob = slippery, slip_prob
         self.success_reward, self.invalid_penalty = success_reward, invalid_penalty
+        self.off_board_invalid = off_board_invalid
+        if off_board_invalid:
+            self.instructions = self.instructions.replace(
+                "Moving off the board leaves you where you are.", "A move off the board is an invalid reply.")
         self.rows: list[str] = []
         self.pos: Pos = (0, 0)
 
@@ -111,6 +119,16 @@ class FrozenLakeEnv(MoveEnv):
         self.pos = next((r, c) for r, row in enumerate(self.rows) for c, ch in enumerate(row) if ch == "S")
         board = self._board()
         return f"{task.prompt or 'Walk to the goal G.'}\n{board}", {"anchor": board}
+
+    def _check_move(self, name: str, args: MoveArgs) -> MoveArgs:
+        # Off the board, "stay where you are" makes a greedy policy that sees only the board repeat
+        # the move until it runs out of turns (the board, its whole input, does not change); as an
+        # invalid reply it costs invalid_penalty and the next observation says why.
+        dr, dc = DIRECTIONS[args.direction]
+        row, col = self.pos[0] + dr, self.pos[1] + dc
+        if self.off_board_invalid and not (0 <= row < len(self.rows) and 0 <= col < len(self.rows[0])):
+            raise ToolError(f"moving {args.direction} leaves the board")
+        return args
 
     def _move(self, args: MoveArgs) -> ToolResult:
         move = args.direction

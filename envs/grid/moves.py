@@ -97,10 +97,15 @@ class MoveEnv(TurnEnv):
         """Make the move; the result's output is the observation (the board after it)."""
         raise NotImplementedError
 
+    def _check_move(self, name: str, args: MoveArgs) -> MoveArgs:
+        """A move the board forbids raises :class:`ToolError` (the reply is then invalid and
+        nothing moves); every move is allowed unless a puzzle says otherwise."""
+        return args
+
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         board = self._board()
         turn = dispatch(action, self.tools, {MOVE_TOOL.name: self._move}, MOVE_OPTIONS, style=self.call_style,
-                        read=read_move, whole_reply=True, show=plain_output)
+                        read=read_move, whole_reply=True, show=plain_output, check=self._check_move)
         if not turn.valid:
             penalty = -self.invalid_penalty if self.invalid_penalty else 0.0
             return invalid_move(turn.error, board), penalty, False, {"action_valid": False, "anchor": board}

@@ -157,3 +157,29 @@ def test_following_the_expert_solves_every_test_task_optimally(env_id):
             reply = env.unwrapped.expert_reply()
             obs, reward, terminated, truncated, info = env.step(reply)
         assert terminated and info["success"], task.id
+
+
+@pytest.mark.parametrize("off_board_invalid", [False, True])
+def test_frozenlake_move_off_the_board(off_board_invalid):
+    """Every edge move of every test map's start: by default the player stays put (a valid move);
+    with ``off_board_invalid`` the reply is invalid, costs ``invalid_penalty``, says why and leaves
+    the board as it was — so a policy that sees only the board is not shown the same board again."""
+    seen = 0
+    for task in list(load_suite("frozenlake-4x4"))[:50]:
+        rows = task.metadata["map"]
+        start = next((r, c) for r, row in enumerate(rows) for c, ch in enumerate(row) if ch == "S")
+        edges = [name for name, (dr, dc) in {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}.items()
+                 if not (0 <= start[0] + dr < 4 and 0 <= start[1] + dc < 4)]
+        for move in edges:
+            env = turngym.make("turngym/FrozenLake-v0", invalid_penalty=0.1, off_board_invalid=off_board_invalid)
+            _, info = env.reset(seed=0, options={"task": task})
+            board = info["anchor"]
+            obs, reward, term, trunc, info = env.step(f"<action>{move}</action>")
+            assert info["anchor"] == board and not term and board in obs
+            if off_board_invalid:
+                assert info["action_valid"] is False and reward == pytest.approx(-0.1)
+                assert obs.startswith(f"Invalid action (moving {move} leaves the board).")
+            else:
+                assert info["action_valid"] is True and reward == 0.0 and obs == board
+            seen += 1
+    assert seen > 10  # starts on an edge are common on 4x4 maps
