@@ -1,6 +1,7 @@
 """The GUI agent's tools and how a reply becomes browser actions.
 
-Tools (Hermes-style tool calls, ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``):
+Tools (tool calls in the episode's style, :attr:`~turngym.envs.core.TurnEnv.call_style`; Hermes,
+``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, unless the reset names another):
 
 ==============================  =============================================================
 ``click(ref)``                  click the control with that ref (at a point of it that is not
@@ -17,8 +18,9 @@ for people playing in a terminal (``turngym play``) and for small models.
 
 The environment steps a reply through the tool contract (:func:`turngym.tools.dispatch`, the
 whole reply validated before any call runs) with the pieces here: :func:`read_shorthand` (the
-one-line shorthand), :func:`ref_check` (refs must come from the current snapshot; an unknown
-ref is an error the agent reads) and :data:`HANDLERS` (one coroutine per tool, looked up by
+one-line shorthand; when there is neither a call nor the shorthand, :func:`call_hint` says how
+to call a tool in the episode's style), :func:`ref_check` (refs must come from the current
+snapshot; an unknown ref is an error the agent reads) and :data:`HANDLERS` (one coroutine per tool, looked up by
 name). :func:`parse_actions` is the same reading and validation on its own (refs mapped to
 Playwright's), for scripts and tests.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -34,8 +37,10 @@ from pydantic import BaseModel, Field
 from turngym.envs.gui.snapshot import normalize_ref
 from turngym.tools import Tool, ToolCall, ToolError, ToolResult, read_tool_calls, validate_calls
 from turngym.tools.dispatch import Check
+from turngym.tools.parsers import call_example
 
-__all__ = ["TOOLS", "HANDLERS", "ParsedActions", "parse_actions", "read_shorthand", "ref_check", "MAX_CALLS_PER_TURN"]
+__all__ = ["TOOLS", "HANDLERS", "ParsedActions", "parse_actions", "read_shorthand", "call_hint", "ref_check",
+           "MAX_CALLS_PER_TURN"]
 
 #: At most this many tool calls run per reply (e.g. type into two boxes and click submit).
 MAX_CALLS_PER_TURN = 8
@@ -112,13 +117,25 @@ def parse_shorthand(reply: str) -> ToolCall | None:
     return ToolCall(name=name, arguments=dict(zip(fields, values)))
 
 
-def read_shorthand(reply: str, calls: list[ToolCall]) -> list[ToolCall]:
-    """The parsed calls, else the one-line shorthand; :class:`ToolError` when there is neither."""
+def call_hint(style: str | None = None) -> str:
+    """How to call a tool, said after "no tool call found": in Hermes (``style`` None or
+    "hermes") the call's shape, ``<tool_call>{...}</tool_call>``, as it always was; in another
+    style an example call written by :func:`~turngym.tools.parsers.call_example`, which that
+    style's parser reads back."""
+    tools = ", ".join(_BY_NAME)
+    if (style or "hermes") == "hermes":
+        return f"call one of {tools} as <tool_call>{{...}}</tool_call>"
+    return f"call one of {tools} as{call_example('click', {'ref': 'e12'}, style)}".rstrip("\n")
+
+
+def read_shorthand(reply: str, calls: list[ToolCall], style: str | None = None) -> list[ToolCall]:
+    """The parsed calls, else the one-line shorthand; :class:`ToolError` when there is neither,
+    saying how to call a tool in ``style`` (:func:`call_hint`)."""
     if calls:
         return calls
     shorthand = parse_shorthand(reply)
     if shorthand is None:
-        raise ToolError(f"no tool call found; call one of {', '.join(_BY_NAME)} as <tool_call>{{...}}</tool_call>")
+        raise ToolError(f"no tool call found; {call_hint(style)}")
     return [shorthand]
 
 
@@ -144,7 +161,7 @@ def parse_actions(reply: str, refs: dict[str, str], style: str = "hermes") -> Pa
     ``refs`` maps each ref shown to the agent to the element's Playwright ``aria-ref``; the
     validated arguments carry the latter.
     """
-    calls, why = read_tool_calls(reply, style, read_shorthand)
+    calls, why = read_tool_calls(reply, style, partial(read_shorthand, style=style))
     if not calls:
         return ParsedActions([], why)
     try:

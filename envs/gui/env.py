@@ -29,7 +29,8 @@ from __future__ import annotations
 import inspect
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
@@ -49,16 +50,28 @@ from turngym.sandboxes.browser import (
 from turngym.tools import ToolResult, ToolTurnOptions
 from turngym.tools.base import ToolError, truncate_text
 from turngym.tools.dispatch import dispatch, plain_output
+from turngym.tools.parsers import call_example, render_tool_call
 
-__all__ = ["GUIEnv", "Outcome", "GUI_INSTRUCTIONS"]
+__all__ = ["GUIEnv", "Outcome", "GUI_INSTRUCTIONS", "GUI_INSTRUCTIONS_TEMPLATE", "gui_instructions"]
 
-GUI_INSTRUCTIONS = (
+#: The instructions, ``{call}`` standing for the example call in the episode's tool-call style
+#: (:func:`gui_instructions`).
+GUI_INSTRUCTIONS_TEMPLATE = (
     "You operate a web page. Each turn you see the task and a snapshot of the page: one line per "
-    "element; controls you can act on start with a ref such as [e12]. Act by calling tools, e.g. "
-    '<tool_call>{"name": "click", "arguments": {"ref": "e12"}}</tool_call>. Tools: click(ref), '
-    "type(ref, text, submit=false), select(ref, option), press(key), scroll(direction), answer(text). "
+    "element; controls you can act on start with a ref such as [e12]. Act by calling tools, e.g.{call}"
+    "Tools: click(ref), type(ref, text, submit=false), select(ref, option), press(key), scroll(direction), "
+    "answer(text). "
     "Refs come from the latest snapshot only. Call answer(text) to give an answer or to say you are done."
 )
+
+
+def gui_instructions(style: str | None = None, template: str = GUI_INSTRUCTIONS_TEMPLATE) -> str:
+    """``template`` with its ``{call}`` slot filled by an example click in ``style`` (Hermes for
+    None), written by :func:`~turngym.tools.parsers.call_example` so that style's parser reads it back."""
+    return template.format(call=call_example("click", {"ref": "e12"}, style, end=". "))
+
+
+GUI_INSTRUCTIONS = gui_instructions()  # in Hermes, the default style
 
 
 #: Up to MAX_CALLS_PER_TURN actions per reply; their notes are shown whole.
@@ -121,6 +134,9 @@ class GUIEnv(TurnEnv):
     :class:`~turngym.sandboxes.browser.BrowserConfig` or its dict — if this env starts it).
     """
 
+    #: The instructions, ``{call}`` standing for the example call in the episode's tool-call
+    #: style; ``instructions`` is it in Hermes until a reset names another.
+    instructions_template: ClassVar[str] = GUI_INSTRUCTIONS_TEMPLATE
     instructions = GUI_INSTRUCTIONS
     max_text_length = 1 << 16
     snapshot_root: str = "body"
@@ -153,6 +169,7 @@ class GUIEnv(TurnEnv):
         self.path = ""
         self.goal = ""
         self.actions_run = 0
+        self._restyle()
 
     # -- what a site provides ---------------------------------------------------------------
     def _origins(self) -> list[str]:
@@ -201,8 +218,13 @@ class GUIEnv(TurnEnv):
         return info
 
     # -- the TurnEnv hooks ------------------------------------------------------------------
+    def _restyle(self) -> None:
+        """Instructions with the example call in the style replies are read in."""
+        self.instructions = gui_instructions(self.call_style, self.instructions_template)
+
     def _reset_task(self, task: Task) -> tuple[str, dict[str, Any]]:
         session = self._new_session()
+        self._restyle()  # the reset may have named the agent's tool-call style
         self.actions_run = 0
 
         async def start(page: Any) -> tuple[str, str, Snapshot]:
@@ -216,7 +238,8 @@ class GUIEnv(TurnEnv):
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         assert self.session is not None
         handlers = {name: self._on_page(name, fn) for name, fn in HANDLERS.items()}
-        turn = dispatch(action, self.tools, handlers, _OPTIONS, style=self.call_style, read=read_shorthand,
+        read = partial(read_shorthand, style=self.call_style)  # "no tool call" says how, in that style
+        turn = dispatch(action, self.tools, handlers, _OPTIONS, style=self.call_style, read=read,
                         check=ref_check(self.snapshot.targets), whole_reply=True, final={"answer"}, show=plain_output)
         if turn.error:
             obs = f"Invalid action: {turn.error}\n\n{self._page_text()}"
@@ -303,8 +326,8 @@ class GUIEnv(TurnEnv):
     def example_actions(self) -> list[str]:
         ref = self.snapshot.refs[0] if self.snapshot.refs else "e1"
         return [
-            f'<tool_call>{{"name": "click", "arguments": {{"ref": "{ref}"}}}}</tool_call>',
-            '<tool_call>{"name": "scroll", "arguments": {"direction": "down"}}</tool_call>',
+            render_tool_call("click", {"ref": ref}, self.call_style),
+            render_tool_call("scroll", {"direction": "down"}, self.call_style),
             "I am not sure what to do.",
         ]
 

@@ -180,6 +180,51 @@ def test_a_style_fixed_at_make_shows_before_the_first_reset():
         assert parse_tool_calls(env.unwrapped.instructions, "openai_json").calls == [SEARCH_CALL]
 
 
+# -- the GUI environments: the same, built without a browser (a real reset: tests/gui/test_envs.py)
+GUI_CLICK = ToolCall(name="click", arguments={"ref": "e12"})
+GUI_HERMES_HINT = "call one of click, type, select, press, scroll, answer as <tool_call>{...}</tool_call>"
+
+
+@pytest.mark.parametrize("style", sorted(PARSERS))
+def test_gui_instructions_help_and_examples_read_back_in_the_episodes_style(style):
+    from turngym.envs.gui.actions import parse_actions
+    from turngym.envs.gui.env import gui_instructions
+    from turngym.envs.gui.webapps import WebAppEnv
+
+    result = parse_tool_calls(gui_instructions(style), style)
+    assert result.calls == [GUI_CLICK] and not result.errors, style
+    error = parse_actions("just words", {}, style).error
+    assert error.startswith("no tool call found; call one of click, type, select, press, scroll, answer as")
+    if style == "hermes":  # the call's shape, as it always was
+        assert error == f"no tool call found; {GUI_HERMES_HINT}"
+    else:
+        result = parse_tool_calls(error, style)
+        assert result.calls == [GUI_CLICK] and not result.errors, (style, error)
+    env = WebAppEnv()  # no browser until reset
+    env.tool_call_style = style
+    click, scroll, *_ = env.example_actions()
+    assert parse_tool_calls(click, style).calls == [ToolCall(name="click", arguments={"ref": "e1"})]
+    assert parse_tool_calls(scroll, style).calls == [ToolCall(name="scroll", arguments={"direction": "down"})]
+
+
+def test_the_default_gui_text_is_hermes_word_for_word():
+    from turngym.envs.gui.actions import call_hint, parse_actions, read_shorthand
+    from turngym.envs.gui.env import GUI_INSTRUCTIONS, GUIEnv, gui_instructions
+    from turngym.envs.gui.webapps import WebAppEnv
+    from turngym.tools import ToolError
+
+    hermes = f"Act by calling tools, e.g. {render_tool_call('click', {'ref': 'e12'})}. Tools: click(ref), "
+    assert GUI_INSTRUCTIONS == gui_instructions() == gui_instructions("hermes") == GUIEnv.instructions
+    assert hermes in GUI_INSTRUCTIONS and WebAppEnv().instructions == GUI_INSTRUCTIONS
+    assert call_hint() == call_hint("hermes") == GUI_HERMES_HINT
+    assert parse_actions("just words", {}).error == f"no tool call found; {GUI_HERMES_HINT}"
+    with pytest.raises(ToolError) as err:
+        read_shorthand("just words", [])
+    assert str(err.value) == f"no tool call found; {GUI_HERMES_HINT}"
+    assert WebAppEnv().example_actions()[:2] == ['<tool_call>{"name": "click", "arguments": {"ref": "e1"}}</tool_call>',
+                                                 '<tool_call>{"name": "scroll", "arguments": {"direction": "down"}}</tool_call>']
+
+
 def test_gui_reports_the_calls_that_ran():
     from turngym.envs.gui.actions import parse_actions
 

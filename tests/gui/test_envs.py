@@ -142,6 +142,29 @@ def test_invalid_ref_is_an_error_observation(webapps):
     assert info3["action_valid"] is False and "no tool call found" in obs3
 
 
+@pytest.mark.parametrize("style", ["react", "openai_json"])
+def test_the_instructions_and_errors_follow_the_style_named_at_reset(pool, style):
+    from turngym.envs.gui.env import GUI_INSTRUCTIONS
+    from turngym.tools import ToolCall, parse_tool_calls, render_tool_call
+
+    click = ToolCall(name="click", arguments={"ref": "e12"})
+    env = WebAppEnv(suite=WEBAPPS, pool=pool)  # its own: the style stays with the env
+    try:
+        obs, _ = env.reset(options={"task": "shop-add/0", "tool_call_style": style})
+        assert parse_tool_calls(env.instructions, style).calls == [click]
+        obs, _, _, _, info = env.step("I would like to buy a shirt")
+        error = obs.split("\n\nPage: ")[0]
+        assert info["action_valid"] is False and "no tool call found" in error
+        assert parse_tool_calls(error, style).calls == [click] and "<tool_call>" not in error
+        assert [parse_tool_calls(a, style).calls[0].name for a in env.example_actions()[:2]] == ["click", "scroll"]
+        *_, info = env.step(render_tool_call("scroll", {"direction": "down"}, style))
+        assert info["action_valid"] is True
+        env.reset(options={"task": "shop-add/0", "tool_call_style": "hermes"})
+        assert env.instructions == GUI_INSTRUCTIONS
+    finally:
+        env.close()
+
+
 def test_a_failing_action_is_reported_and_the_episode_goes_on(webapps):
     webapps.reset(options={"task": "shop-add/0"})
     search_box = webapps.snapshot.refs[webapps.snapshot.text.count("\n") and 2]  # any ref will do
