@@ -77,11 +77,11 @@ class FrozenLakeEnv(MoveEnv):
     """Reach G from S without stepping into a hole H."""
 
     description = "FrozenLake: walk from S to G without stepping into a hole (text board)."
-    instructions = (
+    _instructions = (
         "You are on a frozen lake. The board uses: P you, F frozen ice (safe), H hole (you fall in "
-        "and lose), G goal, S start. Walk to G. Moving off the board leaves you where you are. "
-        + INVALID_HELP
+        "and lose), G goal, S start. Walk to G. {off_board} " + INVALID_HELP
     )
+    instructions = _instructions.format(off_board="Moving off the board leaves you where you are.")
 
     def __init__(
         self,
@@ -100,8 +100,7 @@ class FrozenLakeEnv(MoveEnv):
         self.success_reward, self.invalid_penalty = success_reward, invalid_penalty
         self.off_board_invalid = off_board_invalid
         if off_board_invalid:
-            self.instructions = self.instructions.replace(
-                "Moving off the board leaves you where you are.", "A move off the board is an invalid reply.")
+            self.instructions = self._instructions.format(off_board="A move off the board is an invalid reply.")
         self.rows: list[str] = []
         self.pos: Pos = (0, 0)
 
@@ -124,21 +123,22 @@ class FrozenLakeEnv(MoveEnv):
         # Off the board, "stay where you are" makes a greedy policy that sees only the board repeat
         # the move until it runs out of turns (the board, its whole input, does not change); as an
         # invalid reply it costs invalid_penalty and the next observation says why.
-        dr, dc = DIRECTIONS[args.direction]
-        row, col = self.pos[0] + dr, self.pos[1] + dc
-        if self.off_board_invalid and not (0 <= row < len(self.rows) and 0 <= col < len(self.rows[0])):
+        if self.off_board_invalid and self._neighbour(args.direction) is None:
             raise ToolError(f"moving {args.direction} leaves the board")
         return args
+
+    def _neighbour(self, move: str) -> Pos | None:
+        """The cell one ``move`` away from you, or None when that is off the board."""
+        dr, dc = DIRECTIONS[move]
+        row, col = self.pos[0] + dr, self.pos[1] + dc
+        return (row, col) if 0 <= row < len(self.rows) and 0 <= col < len(self.rows[0]) else None
 
     def _move(self, args: MoveArgs) -> ToolResult:
         move = args.direction
         if self.slippery and self.np_random.random() < self.slip_prob:
             sideways = ["left", "right"] if move in ("up", "down") else ["up", "down"]
             move = sideways[int(self.np_random.integers(2))]
-        dr, dc = DIRECTIONS[move]
-        nxt = (self.pos[0] + dr, self.pos[1] + dc)
-        if 0 <= nxt[0] < len(self.rows) and 0 <= nxt[1] < len(self.rows[0]):
-            self.pos = nxt
+        self.pos = self._neighbour(move) or self.pos  # off the board: you stay where you are
         cell = self.rows[self.pos[0]][self.pos[1]]
         board = self._board()
         if cell == "G":
