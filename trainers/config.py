@@ -224,6 +224,15 @@ class SFTConfig(BaseModel):
     max_seconds: float | None = None
     """A safety limit: stop the warm start after this long, with a warning (the run then depends
     on the machine's speed, not only on its seed). None: no limit."""
+    stop_at_success: float | None = Field(None, gt=0.0, le=1.0)
+    """Stop the warm start once its greedy success on ``check_tasks`` validation tasks reaches
+    this (checked every ``check_every`` steps; ``steps`` is then the most it runs). The
+    validation tasks are generated (another stream than training's, never a held-out task) or,
+    for a suite without a generator, drawn from the train split. None: run every step."""
+    check_every: int = Field(25, ge=1)
+    """Warm-start steps between two validation checks (with ``stop_at_success``)."""
+    check_tasks: int = Field(200, ge=1)
+    """Validation tasks per check (with ``stop_at_success``): one greedy episode each."""
 
 
 class TrainConfig(BaseModel):

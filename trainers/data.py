@@ -7,8 +7,9 @@ policy cannot memorise its training set and a resumed run continues the stream e
 data cursor. Otherwise (or with ``env.train_tasks: split``) training walks the frozen train split,
 epoch ``e`` in a permutation seeded by ``(seed, e)``.
 
-The supervised warm start draws its demonstration tasks from an independent stream of the same
-generator (another salt), or uniformly from the frozen split.
+The supervised warm start draws its demonstration tasks, and the validation tasks that can end it
+early (``sft.stop_at_success``), from two more independent streams of the same generator (other
+salts), or uniformly from the frozen split.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from turngym.envs.tasks import Task, TaskStream, TaskSuite
 __all__ = ["TaskCursor", "TrainingTasks"]
 
 DEMONSTRATION_SALT = 7919  # the warm start's stream: independent of the RL stream (salt 0)
+VALIDATION_SALT = 7927  # the warm start's validation tasks: independent of both
 
 
 class TrainingTasks:
@@ -36,6 +38,7 @@ class TrainingTasks:
             held_out = [t for t in suite.tasks if t.split != train_split]
             self.stream = TaskStream(suite, seed, exclude=held_out)
             self.demo_stream = TaskStream(suite, seed, exclude=held_out, salt=DEMONSTRATION_SALT)
+            self.validation_stream = TaskStream(suite, seed, exclude=held_out, salt=VALIDATION_SALT)
 
     def __getitem__(self, index: int) -> Task:
         if self.generated:
@@ -49,9 +52,16 @@ class TrainingTasks:
 
     def demonstrations(self, count: int) -> list[Task]:
         """The warm start's tasks (fresh generated ones, or drawn from the frozen split)."""
-        if self.generated:
-            return self.demo_stream.tasks(0, count)
-        rng = np.random.default_rng([self.seed, DEMONSTRATION_SALT])
+        return self._salted(self.demo_stream if self.generated else None, DEMONSTRATION_SALT, count)
+
+    def validation(self, count: int) -> list[Task]:
+        """The warm start's validation tasks (fresh generated ones, or drawn from the frozen split)."""
+        return self._salted(self.validation_stream if self.generated else None, VALIDATION_SALT, count)
+
+    def _salted(self, stream: TaskStream | None, salt: int, count: int) -> list[Task]:
+        if stream is not None:
+            return stream.tasks(0, count)
+        rng = np.random.default_rng([self.seed, salt])
         return [self.split[int(i)] for i in rng.integers(len(self.split), size=count)]
 
     def describe(self) -> str:

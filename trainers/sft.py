@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -137,10 +137,18 @@ def sft(
     max_seconds: float | None = None,
     progress: bool = True,
     steps: int | None = None,
+    check: Callable[[int], float] | None = None,
+    check_every: int = 25,
+    stop_at: float | None = None,
 ) -> dict[str, float]:
     """Cross-entropy on the response tokens of ``rows``: ``steps`` optimizer steps of
     ``batch_rows`` rows (default: ``epochs`` passes), each pass over a fresh seeded permutation.
     Returns the mean loss of the last pass (or of the steps since the last pass began).
+
+    ``check(step) -> success`` (e.g. greedy success on validation tasks), when given, runs every
+    ``check_every`` steps (before the last) with the model in eval mode, and is logged; once it
+    returns ``>= stop_at`` the warm start stops there. A deterministic check keeps the run a
+    function of its seed.
 
     ``max_seconds`` is a safety limit only: hitting it logs a warning, since the warm start then
     depends on the machine's speed and two identical commands would train different models.
@@ -158,6 +166,7 @@ def sft(
     order = np.zeros(0, dtype=int)
     bar = Progress("warm start", total=total_steps, unit="step", disable=not progress)  # plain lines off a terminal
     steps_done = 0
+    checked: list[float] = []
     while steps_done < total_steps:
         first = (steps_done % per_pass) * batch_rows
         if first == 0:  # a new pass over the demonstrations
@@ -167,14 +176,34 @@ def sft(
         steps_done += 1
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if check is not None and steps_done % check_every == 0 and steps_done < total_steps:
+            checked.append(_run_check(model, check, steps_done, total_steps))
+            if stop_at is not None and checked[-1] >= stop_at:
+                log.info("warm start stops after %d of %d steps: validation success %.1f%% >= sft.stop_at_success=%s",
+                         steps_done, total_steps, 100 * checked[-1], stop_at)
+                break
         if max_seconds is not None and time.perf_counter() - start > max_seconds and steps_done < total_steps:
             log.warning("warm start stopped by sft.max_seconds=%s after %d of %d steps: this run now depends on "
                         "the machine's speed, not only on its seed", max_seconds, steps_done, total_steps)
             break
     bar.close()
     model.eval()
-    return {"sft/loss": float(np.mean(losses)) if losses else float("nan"), "sft/steps": steps_done,
-            "sft/seconds": time.perf_counter() - start, "sft/rows": len(rows)}
+    metrics = {"sft/loss": float(np.mean(losses)) if losses else float("nan"), "sft/steps": steps_done,
+               "sft/seconds": time.perf_counter() - start, "sft/rows": len(rows)}
+    if checked:
+        metrics["sft/validation_success"] = checked[-1]
+    return metrics
+
+
+def _run_check(model: torch.nn.Module, check: Callable[[int], float], step: int, total_steps: int) -> float:
+    """``check(step)`` with the model in eval mode (then back in train mode), logged."""
+    model.eval()
+    try:
+        success = float(check(step))
+    finally:
+        model.train()
+    log.info("warm start step %d/%d: validation success %.1f%%", step, total_steps, 100 * success)
+    return success
 
 
 def _sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],

@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +243,28 @@ class Trainer:
                                       recovery_rate=cfg.sft.recovery_rate)
         return sft(self.model, self.tokenizer, rows, lr=cfg.sft.lr, epochs=cfg.sft.epochs, batch_rows=cfg.sft.batch_rows,
                    micro_batch_tokens=cfg.optim.micro_batch_tokens, seed=cfg.run.seed, max_seconds=cfg.sft.max_seconds,
-                   steps=cfg.sft.steps)
+                   steps=cfg.sft.steps, check=self._validation_check(), check_every=cfg.sft.check_every,
+                   stop_at=cfg.sft.stop_at_success)
+
+    def _validation_check(self) -> Callable[[int], float] | None:
+        """With ``sft.stop_at_success``: ``check(step) -> success``, one greedy episode (at
+        ``run.eval_temperature``) on each of ``sft.check_tasks`` validation tasks, seeded by the
+        task alone, so the check, and where the warm start stops, depend only on the run seed."""
+        cfg = self.config
+        if cfg.sft.stop_at_success is None:
+            return None
+        from turngym.agents.rollout import EpisodeSpec, RolloutEngine, derive_seed
+
+        rollout = cfg.rollout.model_copy(update={"temperature": cfg.run.eval_temperature, "progress": False})
+        engine = RolloutEngine(self.policy, cfg.env.id, self.tokenizer, rollout, env_kwargs=cfg.env.kwargs)
+        specs = [EpisodeSpec(task=task, seed=derive_seed(cfg.run.seed, "sft-check", task.id), traj_id=f"{task.id}/0")
+                 for task in self.tasks.validation(cfg.sft.check_tasks)]
+
+        def check(step: int) -> float:
+            trajectories = engine.run_episodes(specs)
+            return sum(t.success for t in trajectories) / len(trajectories)
+
+        return check
 
     def train(self) -> dict[str, Any]:
         """The whole run (warm start, steps, evaluations, checkpoints); returns its summary. What

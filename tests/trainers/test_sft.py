@@ -94,3 +94,27 @@ def test_an_environment_without_an_expert_says_so():
     _, tokenizer = load_model(TINY)
     with pytest.raises(NoExpertError, match="no expert for NoExpertEnv"):
         collect_demonstrations("sfttest/NoExpert-v0", ["t"], tokenizer, AGENT)
+
+
+def test_the_warm_start_stops_at_the_first_check_that_reaches_its_target():
+    """``sft(check=..., stop_at=...)``: checks every ``check_every`` steps, with the model in eval
+    mode, and stops at the first check that reaches the target; without a target it runs on."""
+    from turngym.trainers.sft import sft
+
+    model, tokenizer = load_model(TINY)
+    tasks = [t.id for t in turngym.make("turngym/FrozenLake-v0").unwrapped.suite.split("train")[:10]]
+    rows = collect_demonstrations("turngym/FrozenLake-v0", tasks, tokenizer, AGENT, {"max_turns": 12})
+    curve = {5: 0.0, 10: 0.2, 15: 0.35, 20: 0.5, 25: 0.9}
+    seen = []
+
+    def check(step):
+        seen.append((step, model.training))
+        return curve[step]
+
+    metrics = sft(model, tokenizer, rows, steps=30, batch_rows=8, check=check, check_every=5, stop_at=0.3,
+                  progress=False)
+    assert seen == [(5, False), (10, False), (15, False)] and model.training is False
+    assert metrics["sft/steps"] == 15 and metrics["sft/validation_success"] == 0.35
+    seen.clear()
+    metrics = sft(model, tokenizer, rows, steps=30, batch_rows=8, check=check, check_every=5, progress=False)
+    assert [s for s, _ in seen] == [5, 10, 15, 20, 25] and metrics["sft/steps"] == 30  # no check at the last step

@@ -11,6 +11,7 @@ from turngym.trainers.rows import Row
 from turngym.trainers.trainer import Trainer, ppo_update
 
 TINY = "tiny-markov:hidden=32,layers=1,heads=2,seed=0"
+MAIN_JOB_MODEL = "tiny-markov:hidden=64,layers=2,heads=4,seed=0"
 
 
 def _params(model):
@@ -78,7 +79,7 @@ def test_micro_batching_does_not_change_the_update(tmp_path, train_config):
 def test_warm_start_then_rl_on_the_expert_demonstrations(tmp_path, train_config):
     cfg = train_config("sft", run__steps=1, sft__enabled="true", sft__episodes=200, sft__epochs=30,
                   sft__lr=3e-3, sft__batch_rows=64, run__eval_tasks=50, env__kwargs="{max_turns: 12}",
-                  policy__model="tiny-markov:hidden=64,layers=2,heads=4,seed=0")
+                  policy__model=MAIN_JOB_MODEL)
     trainer = Trainer(cfg)
     summary = trainer.train()
     assert summary["sft/rows"] > 200 and summary["sft/loss"] < 0.1
@@ -113,6 +114,32 @@ def test_two_identical_commands_train_identical_weights(tmp_path, train_config):
         assert summary["sft/steps"] == 7
         params.append(_params(trainer.model))
     assert all(torch.equal(params[0][k], params[1][k]) for k in params[0])
+
+
+def test_a_warm_start_that_stops_at_a_validation_target_is_still_fixed_by_the_seed(tmp_path, train_config):
+    """``sft.stop_at_success``: greedy checks on validation tasks of their own stream (never a
+    held-out task, a demonstration or a training task); where the warm start stops, and the
+    weights, depend only on the seed."""
+    from turngym.envs.tasks import content_hash
+
+    def run(name, target, check=None):
+        trainer = Trainer(train_config(name, run__steps=0, sft__enabled="true", sft__episodes=20, sft__steps=60,
+                                       sft__check_every=20, sft__check_tasks=30, sft__stop_at_success=target))
+        if check is not None:
+            trainer._validation_check = lambda: check
+        summary = trainer.train()
+        return summary["sft/steps"], summary["sft/validation_success"], _params(trainer.model), trainer
+
+    steps_a, success_a, params_a, _ = run("a", 1.0)
+    steps_b, success_b, params_b, trainer = run("b", 1.0)
+    assert steps_a == steps_b == 60 and success_a == success_b  # 1.0 is never reached: checks at 20 and 40
+    assert all(torch.equal(params_a[k], params_b[k]) for k in params_a)
+    curve = {20: 0.1, 40: 0.3}
+    steps_c, success_c, _, _ = run("c", 0.25, check=curve.__getitem__)
+    assert (steps_c, success_c) == (40, 0.3)  # the first check that reaches the target ends the warm start
+    validation = {content_hash(t) for t in trainer.tasks.validation(30)}
+    others = trainer.tasks.demonstrations(20) + trainer.next_tasks(200) + trainer.tasks.stream.suite.split("test")
+    assert len(validation) == 30 and not validation & {content_hash(t) for t in others}
 
 
 def test_training_tasks_are_generated_fresh_and_never_held_out(tmp_path, train_config):
