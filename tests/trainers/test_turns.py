@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from turngym.agents.trajectory import Trajectory, Turn
-from turngym.trainers.estimators import ESTIMATORS, EstimatorError, estimate, estimate_columns, register_estimator
+from turngym.trainers.estimators import (
+    ESTIMATORS,
+    EstimatorError,
+    estimate,
+    estimate_columns,
+    register_estimator,
+)
 from turngym.trainers.rows import rows_from_table
 from turngym.trainers.turns import TurnTable
 
