@@ -3,7 +3,8 @@
 For each seed: ``turngym train examples/main.yaml --set run.seed=S`` in a fresh process (timed
 wall clock), then the **control**: the same seed's warm start alone, given the whole time the
 main job spent training (its warm start + its RL steps, converted to warm-start steps at the
-rate this run's warm start achieved), evaluated on the same held-out maps. Held-out success
+rate this run's warm start achieved, its validation checks left out), evaluated on the same held-out
+maps; the control never stops early (``sft.stop_at_success=null``). Held-out success
 is printed with its 95% CI; the table goes to ``OUT/main_job.md`` and ``OUT/main_job.json``.
 
     python bench/main_job.py --seeds 0 1 2 --out bench/results/main_job
@@ -59,7 +60,8 @@ def training_seconds(run_dir: Path) -> tuple[float, float]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     sft = next(r for r in records if "sft/seconds" in r)
     rl = sum(r.get("time/step_s", 0.0) for r in records)
-    return sft["sft/seconds"] + rl, sft["sft/steps"] / sft["sft/seconds"]
+    # the rate of the warm start's own steps: its validation checks (sft.stop_at_success) are not steps
+    return sft["sft/seconds"] + rl, sft["sft/steps"] / (sft["sft/seconds"] - sft.get("sft/check_seconds", 0.0))
 
 
 def merge_rows(table: Path, rows: list[dict]) -> list[dict]:
@@ -90,7 +92,8 @@ def main() -> None:
             steps = max(1, round(budget_s * rate))
             row["control_sft_steps"] = steps
             row["control"] = run_train(out / f"control-seed-{seed}", [f"run.seed={seed}", "run.steps=0",
-                                                                      f"sft.steps={steps}", "run.eval_every=0"])
+                                                                      f"sft.steps={steps}", "run.eval_every=0",
+                                                                      "sft.stop_at_success=null"])
         rows.append(row)
         print(json.dumps(row, indent=1), flush=True)
     rows = merge_rows(out / "main_job.json", rows)

@@ -167,6 +167,7 @@ def sft(
     bar = Progress("warm start", total=total_steps, unit="step", disable=not progress)  # plain lines off a terminal
     steps_done = 0
     checked: list[float] = []
+    check_seconds = 0.0
     while steps_done < total_steps:
         first = (steps_done % per_pass) * batch_rows
         if first == 0:  # a new pass over the demonstrations
@@ -177,7 +178,9 @@ def sft(
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if check is not None and steps_done % check_every == 0 and steps_done < total_steps:
+            check_start = time.perf_counter()
             checked.append(_run_check(model, check, steps_done, total_steps))
+            check_seconds += time.perf_counter() - check_start
             if stop_at is not None and checked[-1] >= stop_at:
                 log.info("warm start stops after %d of %d steps: validation success %.1f%% >= sft.stop_at_success=%s",
                          steps_done, total_steps, 100 * checked[-1], stop_at)
@@ -190,8 +193,8 @@ def sft(
     model.eval()
     metrics = {"sft/loss": float(np.mean(losses)) if losses else float("nan"), "sft/steps": steps_done,
                "sft/seconds": time.perf_counter() - start, "sft/rows": len(rows)}
-    if checked:
-        metrics["sft/validation_success"] = checked[-1]
+    if checked:  # sft/seconds includes the checks' time
+        metrics.update({"sft/validation_success": checked[-1], "sft/check_seconds": check_seconds})
     return metrics
 
 

@@ -115,6 +115,7 @@ def test_the_warm_start_stops_at_the_first_check_that_reaches_its_target():
                   progress=False)
     assert seen == [(5, False), (10, False), (15, False)] and model.training is False
     assert metrics["sft/steps"] == 15 and metrics["sft/validation_success"] == 0.35
+    assert 0 < metrics["sft/check_seconds"] < metrics["sft/seconds"]
     seen.clear()
     metrics = sft(model, tokenizer, rows, steps=30, batch_rows=8, check=check, check_every=5, progress=False)
     assert [s for s, _ in seen] == [5, 10, 15, 20, 25] and metrics["sft/steps"] == 30  # no check at the last step
