@@ -311,15 +311,16 @@ class GUIEnv(TurnEnv):
     def expert_reply(self) -> str | None:
         """The scripted solver's next reply for this page (:mod:`turngym.envs.gui.scripted`;
         ``scripted:expert`` in ``turngym eval``, demonstrations for ``turngym sft``), read from
-        the observation the agent sees now; None when the task has no solver or the solver
-        finds nothing to do on this page."""
+        the observation the agent sees now and written in the episode's tool-call style (the
+        demonstrations teach the calls the model will be read in); None when the task has no
+        solver or the solver finds nothing to do on this page."""
         if self.task is None or self.session is None:
             return None
         key = self.task.metadata.get("kind") or self.task.metadata.get("task")
         if key not in SOLVERS:
             return None
         try:
-            return solve_reply(self.task, f"Task: {self.goal}\n\n{self._page_text()}")
+            return solve_reply(self.task, f"Task: {self.goal}\n\n{self._page_text()}", self.call_style)
         except (LookupError, StopIteration, AttributeError):  # the page is not one it knows
             return None
 

@@ -1,0 +1,77 @@
+"""The GUI environments' scripted expert writes its calls in the episode's tool-call style: each
+reply reads back, with that style's parser, as the calls the solver meant, and the expert solves
+a real task (a real Chromium, as in tests/gui) when the episode is read in that style."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from turngym.envs.gui.scripted import call, render_calls
+from turngym.tools import ToolCall, parse_tool_calls
+from turngym.tools.parsers import PARSERS
+
+#: A reply of several calls, one with a non-ASCII argument (settings-update's languages).
+CALLS = [ToolCall(name="type", arguments={"ref": "e3", "text": "Ada Lovelace"}),
+         ToolCall(name="select", arguments={"ref": "e4", "option": "Français"}),
+         ToolCall(name="click", arguments={"ref": "e9"})]
+
+
+@pytest.mark.parametrize("style", sorted(PARSERS))
+def test_several_calls_in_one_reply_read_back_in_every_style(style):
+    result = parse_tool_calls(render_calls(CALLS, style), style)
+    assert result.calls == CALLS and not result.errors, style
+
+
+def test_the_default_expert_reply_is_hermes_calls_run_together():
+    ascii_calls = [CALLS[0], CALLS[2]]
+    old = "".join(call(c.name, **c.arguments) for c in ascii_calls)  # how the expert wrote them before
+    assert render_calls(ascii_calls) == render_calls(ascii_calls, "hermes") == old
+
+
+# -- a real episode per style --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pool():
+    pytest.importorskip("playwright", reason="the GUI tests need Playwright: pip install 'turngym[gui]'")
+    if not Path("/usr/bin/chromium").is_file():
+        pytest.skip("the GUI tests need Chromium at /usr/bin/chromium (apt-get install chromium)")
+    from turngym.sandboxes.browser import BrowserConfig, BrowserPool
+
+    # a roomier timeout than tests/gui's: every action here is valid, so a slow machine only slows it
+    browser = BrowserPool(BrowserConfig(action_timeout_s=10.0))
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def envs(pool):
+    from turngym.envs.gui.apps.tasks import load_webapps_form
+    from turngym.envs.gui.miniwob import MiniWoBEnv, load_miniwob_core
+    from turngym.envs.gui.webapps import WebAppEnv
+
+    made = {"miniwob": MiniWoBEnv(suite=load_miniwob_core(), pool=pool),
+            "webapps": WebAppEnv(suite=load_webapps_form(), pool=pool)}
+    yield made
+    for env in made.values():
+        env.close()
+
+
+# enter-text: two calls in one reply; form-register: three pages, up to three calls a reply
+@pytest.mark.parametrize("family, task_id", [("miniwob", "enter-text/10000"), ("webapps", "form-register/1000")])
+@pytest.mark.parametrize("style", [None, *sorted(PARSERS)])  # None: no style named, so Hermes
+def test_the_gui_expert_writes_the_episodes_style_and_solves_the_task(envs, family, task_id, style):
+    from turngym.envs.gui.scripted import solve_calls
+
+    env = envs[family]
+    env.reset(options={"task": task_id, **({"tool_call_style": style} if style else {})})
+    for _ in range(6):
+        reply = env.expert_reply()
+        meant = solve_calls(env.task, env.render())
+        result = parse_tool_calls(reply, style or "hermes")
+        assert result.calls == meant and not result.errors, (style, reply)
+        obs, reward, terminated, truncated, info = env.step(reply)
+        assert info["action_valid"] and [c["name"] for c in info["tool_calls"]] == [c.name for c in meant], (style, reply, obs)
+        if terminated or truncated:
+            break
+    assert terminated and info["success"] and reward == 1.0, (style, task_id)
