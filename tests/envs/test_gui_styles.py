@@ -44,8 +44,8 @@ def pool():
     browser.close()
 
 
-@pytest.fixture(scope="module")
-def envs(pool):
+@pytest.fixture
+def envs(pool):  # fresh per test: a style named at one reset holds for the env's later resets
     from turngym.envs.gui.apps.tasks import load_webapps_form
     from turngym.envs.gui.miniwob import MiniWoBEnv, load_miniwob_core
     from turngym.envs.gui.webapps import WebAppEnv
