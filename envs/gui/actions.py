@@ -40,7 +40,7 @@ from turngym.tools.dispatch import Check
 from turngym.tools.parsers import call_example
 
 __all__ = ["TOOLS", "HANDLERS", "ParsedActions", "parse_actions", "read_shorthand", "call_hint", "ref_check",
-           "MAX_CALLS_PER_TURN"]
+           "HINT_CALL", "MAX_CALLS_PER_TURN"]
 
 #: At most this many tool calls run per reply (e.g. type into two boxes and click submit).
 MAX_CALLS_PER_TURN = 8
@@ -117,15 +117,16 @@ def parse_shorthand(reply: str) -> ToolCall | None:
     return ToolCall(name=name, arguments=dict(zip(fields, values)))
 
 
+#: The call the "no tool call found" hint shows: a real click, so a model can copy it as it is.
+HINT_CALL = ToolCall(name="click", arguments={"ref": "e12"})
+
+
 def call_hint(style: str | None = None) -> str:
-    """How to call a tool, said after "no tool call found": in Hermes (``style`` None or
-    "hermes") the call's shape, ``<tool_call>{...}</tool_call>``, as it always was; in another
-    style an example call written by :func:`~turngym.tools.parsers.call_example`, which that
-    style's parser reads back."""
+    """How to call a tool, said after "no tool call found": an example call (:data:`HINT_CALL`)
+    in ``style`` (Hermes for None), written by :func:`~turngym.tools.parsers.call_example`, which
+    that style's parser reads back."""
     tools = ", ".join(_BY_NAME)
-    if (style or "hermes") == "hermes":
-        return f"call one of {tools} as <tool_call>{{...}}</tool_call>"
-    return f"call one of {tools} as{call_example('click', {'ref': 'e12'}, style)}".rstrip("\n")
+    return f"call one of {tools} as{call_example(HINT_CALL.name, HINT_CALL.arguments, style)}".rstrip("\n")
 
 
 def read_shorthand(reply: str, calls: list[ToolCall], style: str | None = None) -> list[ToolCall]:

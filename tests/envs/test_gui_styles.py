@@ -30,6 +30,27 @@ def test_the_default_expert_reply_is_hermes_calls_run_together():
     assert render_calls(ascii_calls) == render_calls(ascii_calls, "hermes") == old
 
 
+# -- the "no tool call found" hint: a real call, in the episode's style ----------------------------
+HERMES_HINT = ('call one of click, type, select, press, scroll, answer as '
+               '<tool_call>{"name": "click", "arguments": {"ref": "e12"}}</tool_call>')
+
+
+@pytest.mark.parametrize("style", [None, *sorted(PARSERS)])
+def test_the_no_call_hint_is_a_call_that_reads_back_in_every_style(style):
+    from turngym.envs.gui.actions import HINT_CALL, call_hint, parse_actions, read_shorthand
+    from turngym.tools import ToolError
+
+    error = parse_actions("just words", {}, style or "hermes").error
+    with pytest.raises(ToolError) as raised:
+        read_shorthand("just words", [], style)
+    assert error == str(raised.value) == f"no tool call found; {call_hint(style)}"
+    result = parse_tool_calls(error, style or "hermes")
+    assert result.calls == [HINT_CALL] and not result.errors, (style, error)
+    assert HINT_CALL.name == "click" and HINT_CALL.arguments == {"ref": "e12"}  # a GUI tool, valid arguments
+    if style in (None, "hermes"):
+        assert call_hint(style) == HERMES_HINT  # word for word
+
+
 # -- a real episode per style --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pool():
@@ -75,3 +96,16 @@ def test_the_gui_expert_writes_the_episodes_style_and_solves_the_task(envs, fami
         if terminated or truncated:
             break
     assert terminated and info["success"] and reward == 1.0, (style, task_id)
+
+
+@pytest.mark.parametrize("style", [None, *sorted(PARSERS)])
+def test_a_reply_without_a_call_is_shown_the_hint_call_in_the_episodes_style(envs, style):
+    from turngym.envs.gui.actions import HINT_CALL
+
+    env = envs["webapps"]
+    env.reset(options={"task": "form-register/1000", **({"tool_call_style": style} if style else {})})
+    obs, reward, terminated, _, info = env.step("I am not sure what to do.")
+    assert not info["action_valid"] and not terminated and reward == 0.0
+    said = obs.split("\n\nPage: ", 1)[0]  # the error, before the page
+    assert said.startswith("Invalid action: no tool call found; call one of click, type,")
+    assert parse_tool_calls(said, style or "hermes").calls == [HINT_CALL], (style, said)

@@ -182,7 +182,8 @@ def test_a_style_fixed_at_make_shows_before_the_first_reset():
 
 # -- the GUI environments: the same, built without a browser (a real reset: tests/gui/test_envs.py)
 GUI_CLICK = ToolCall(name="click", arguments={"ref": "e12"})
-GUI_HERMES_HINT = "call one of click, type, select, press, scroll, answer as <tool_call>{...}</tool_call>"
+GUI_HERMES_HINT = ('call one of click, type, select, press, scroll, answer as '
+                   '<tool_call>{"name": "click", "arguments": {"ref": "e12"}}</tool_call>')
 
 
 @pytest.mark.parametrize("style", sorted(PARSERS))
@@ -195,11 +196,10 @@ def test_gui_instructions_help_and_examples_read_back_in_the_episodes_style(styl
     assert result.calls == [GUI_CLICK] and not result.errors, style
     error = parse_actions("just words", {}, style).error
     assert error.startswith("no tool call found; call one of click, type, select, press, scroll, answer as")
-    if style == "hermes":  # the call's shape, as it always was
+    if style == "hermes":
         assert error == f"no tool call found; {GUI_HERMES_HINT}"
-    else:
-        result = parse_tool_calls(error, style)
-        assert result.calls == [GUI_CLICK] and not result.errors, (style, error)
+    result = parse_tool_calls(error, style)  # a real call, in every style
+    assert result.calls == [GUI_CLICK] and not result.errors, (style, error)
     env = WebAppEnv()  # no browser until reset
     env.tool_call_style = style
     click, scroll, *_ = env.example_actions()
