@@ -231,6 +231,9 @@ class SFTConfig(BaseModel):
     for a suite without a generator, drawn from the train split. None: run every step."""
     check_every: int = Field(25, ge=1)
     """Warm-start steps between two validation checks (with ``stop_at_success``)."""
+    check_from: int = Field(0, ge=0)
+    """No validation check before this step (with ``stop_at_success``): early checks of a policy
+    that cannot be near the target yet only cost time."""
     check_tasks: int = Field(200, ge=1)
     """Validation tasks per check (with ``stop_at_success``): one greedy episode each."""
 

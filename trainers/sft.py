@@ -140,13 +140,15 @@ def sft(
     check: Callable[[int], float] | None = None,
     check_every: int = 25,
     stop_at: float | None = None,
+    check_from: int = 0,
 ) -> dict[str, float]:
     """Cross-entropy on the response tokens of ``rows``: ``steps`` optimizer steps of
     ``batch_rows`` rows (default: ``epochs`` passes), each pass over a fresh seeded permutation.
     Returns the mean loss of the last pass (or of the steps since the last pass began).
 
     ``check(step) -> success`` (e.g. greedy success on validation tasks), when given, runs every
-    ``check_every`` steps (before the last) with the model in eval mode, and is logged; once it
+    ``check_every`` steps from step ``check_from`` on (before the last) with the model in eval
+    mode, and is logged; once it
     returns ``>= stop_at`` the warm start stops there. A deterministic check keeps the run a
     function of its seed.
 
@@ -177,7 +179,7 @@ def sft(
         steps_done += 1
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if check is not None and steps_done % check_every == 0 and steps_done < total_steps:
+        if check is not None and steps_done % check_every == 0 and check_from <= steps_done < total_steps:
             check_start = time.perf_counter()
             checked.append(_run_check(model, check, steps_done, total_steps))
             check_seconds += time.perf_counter() - check_start

@@ -119,3 +119,6 @@ def test_the_warm_start_stops_at_the_first_check_that_reaches_its_target():
     seen.clear()
     metrics = sft(model, tokenizer, rows, steps=30, batch_rows=8, check=check, check_every=5, progress=False)
     assert [s for s, _ in seen] == [5, 10, 15, 20, 25] and metrics["sft/steps"] == 30  # no check at the last step
+    seen.clear()
+    sft(model, tokenizer, rows, steps=30, batch_rows=8, check=check, check_every=5, check_from=12, progress=False)
+    assert [s for s, _ in seen] == [15, 20, 25]

@@ -124,7 +124,8 @@ def test_a_warm_start_that_stops_at_a_validation_target_is_still_fixed_by_the_se
 
     def run(name, target, check=None):
         trainer = Trainer(train_config(name, run__steps=0, sft__enabled="true", sft__episodes=20, sft__steps=60,
-                                       sft__check_every=20, sft__check_tasks=30, sft__stop_at_success=target))
+                                       sft__check_every=10, sft__check_from=20, sft__check_tasks=30,
+                                       sft__stop_at_success=target))
         if check is not None:
             trainer._validation_check = lambda: check
         summary = trainer.train()
@@ -132,9 +133,9 @@ def test_a_warm_start_that_stops_at_a_validation_target_is_still_fixed_by_the_se
 
     steps_a, success_a, params_a, _ = run("a", 1.0)
     steps_b, success_b, params_b, trainer = run("b", 1.0)
-    assert steps_a == steps_b == 60 and success_a == success_b  # 1.0 is never reached: checks at 20 and 40
+    assert steps_a == steps_b == 60 and success_a == success_b  # 1.0 is never reached: checks at 20 to 50
     assert all(torch.equal(params_a[k], params_b[k]) for k in params_a)
-    curve = {20: 0.1, 40: 0.3}
+    curve = {20: 0.1, 30: 0.2, 40: 0.3}
     steps_c, success_c, _, _ = run("c", 0.25, check=curve.__getitem__)
     assert (steps_c, success_c) == (40, 0.3)  # the first check that reaches the target ends the warm start
     validation = {content_hash(t) for t in trainer.tasks.validation(30)}
