@@ -56,7 +56,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from turngym.agents.policy import Completion
-from turngym.tools.parsers import PARSERS, detect_style
+from turngym.tools.parsers import PARSERS, detect_style, structured_action
 
 __all__ = [
     "MEMORY_STRATEGIES",
@@ -359,14 +359,10 @@ class Agent:
     # -- the reply -------------------------------------------------------------------------------
     @staticmethod
     def action_text(completion: Completion) -> str:
-        """What the environment is sent: the reply text, plus structured tool calls as Hermes tags."""
-        if not completion.tool_calls:
-            return completion.text
-        tags = [
-            "<tool_call>" + json.dumps({"name": name, "arguments": args}) + "</tool_call>"
-            for name, args in map(flat_call, completion.tool_calls)
-        ]
-        return "\n".join([completion.text, *tags]) if completion.text else "\n".join(tags)
+        """What the environment is sent: the reply text, plus structured tool calls as Hermes
+        tags; well-formed structured calls also travel as themselves (a
+        :class:`~turngym.tools.ToolAction`, which the tool contract reads without parsing)."""
+        return structured_action(completion.text, [flat_call(call) for call in completion.tool_calls])
 
 
 def flat_call(call: dict[str, Any]) -> tuple[str, Any]:

@@ -11,7 +11,10 @@ Observations and actions
   reads them with the one tool contract, :func:`turngym.tools.dispatch` (parse -> validate ->
   run -> format), in the parser style :attr:`TurnEnv.call_style`; a reply that cannot be read
   is answered with an error observation and ``info["action_valid"] = False`` — never an
-  exception.
+  exception. A reply whose tool calls the model's backend returned structured comes as a
+  :class:`turngym.tools.ToolAction`: still that text (the calls as Hermes tags), carrying the
+  calls, which the tool contract runs as given instead of parsing the text; an environment that
+  reads replies itself reads the text.
 - Both spaces are :class:`TextSpace`: any Python string up to ``max_length`` characters.
   ``TurnEnv.step`` holds every environment to them: a reply no environment can read (longer
   than the action space, or not valid Unicode: a lone surrogate) is answered as invalid

@@ -17,11 +17,13 @@ from turngym.tools.dispatch import (
 )
 from turngym.tools.parsers import (
     ParseResult,
+    ToolAction,
     call_example,
     detect_style,
     parse_tool_calls,
     register_parser,
     render_tool_call,
+    structured_action,
 )
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolError",
+    "ToolAction",
     "ToolResult",
     "ToolTurn",
     "ToolTurnOptions",
@@ -45,6 +48,7 @@ __all__ = [
     "register_parser",
     "render_tool_call",
     "run_tool_calls",
+    "structured_action",
     "truncate_text",
     "validate_calls",
 ]

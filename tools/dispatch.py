@@ -13,7 +13,10 @@ Parse
     wins (the shortcut is not consulted); a reply with no call at all is invalid ("no tool call
     found"). An invalid reply gives a :class:`ToolTurn` with ``error`` set and nothing run: the
     environment answers it with its own observation (:func:`invalid_reply` is the default
-    wording), never an exception.
+    wording), never an exception. A reply whose calls came structured (an OpenAI-compatible
+    backend's ``tool_calls``) arrives as a :class:`~turngym.tools.parsers.ToolAction`, a string
+    carrying its calls: those calls are the reply's calls, as given (nothing is parsed, so no
+    argument is changed by a text round trip); ``read`` and everything after are the same.
 Validate
     Each call is looked up by name among the environment's :class:`~turngym.tools.base.Tool` s
     and its arguments validated by the tool's pydantic model, then by the environment's
@@ -62,7 +65,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from turngym.tools.base import Tool, ToolCall, ToolError, format_tool_output, truncate_text
-from turngym.tools.parsers import parse_tool_calls
+from turngym.tools.parsers import ToolAction, parse_tool_calls
 
 __all__ = [
     "CallRecord",
@@ -187,11 +190,16 @@ class ToolTurn:
 
 
 def read_tool_calls(action: str, style: str | None, extra: Reader | None = None) -> tuple[list[ToolCall], str]:
-    """The reply's tool calls, or ``([], why the reply is invalid)`` (see the module docstring)."""
-    parsed = parse_tool_calls(action, style or "hermes")
-    if parsed.errors:
-        return [], parsed.errors[0]
-    calls = list(parsed.calls)
+    """The reply's tool calls, or ``([], why the reply is invalid)`` (see the module docstring).
+
+    A :class:`~turngym.tools.parsers.ToolAction`'s calls are taken as given, not parsed."""
+    if isinstance(action, ToolAction):
+        calls = list(action.calls)
+    else:
+        parsed = parse_tool_calls(action, style or "hermes")
+        if parsed.errors:
+            return [], parsed.errors[0]
+        calls = list(parsed.calls)
     if extra is not None:
         try:
             calls = extra(action, calls)

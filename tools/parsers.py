@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -41,6 +41,7 @@ __all__ = [
     "STYLE_RULES",
     "ParseResult",
     "StyleRule",
+    "ToolAction",
     "call_example",
     "detect_style",
     "parse_hermes",
@@ -50,6 +51,7 @@ __all__ = [
     "register_parser",
     "register_style_rule",
     "render_tool_call",
+    "structured_action",
 ]
 
 
@@ -367,6 +369,60 @@ def parse_tool_calls(text: str, style: str = "hermes") -> ParseResult:
     except KeyError:
         raise ValueError(f"unknown tool-call style {style!r}; known: {', '.join(sorted(PARSERS))}") from None
     return parser(text)
+
+
+# -- replies whose calls came structured --------------------------------------------------------
+class ToolAction(str):
+    """A reply whose tool calls came already parsed: the reply as text, carrying its calls.
+
+    OpenAI-compatible backends return a reply's tool calls apart from its text. The string is
+    what a text-only reader sees (made by :func:`structured_action`: the text, then each call as
+    a Hermes tag), so every path that takes text (``TurnEnv.step``, the action space, an
+    environment that reads replies itself, a trajectory) takes it unchanged. The shared tool
+    contract (:func:`turngym.tools.dispatch`) reads :attr:`calls` instead of parsing the string,
+    so arguments reach the tools exactly as the backend sent them, even ones a text round trip
+    would change (a string holding ``</tool_call>``). Frozen; its text slices and copies
+    (``action.strip()``) are plain strings, which are parsed as any reply is.
+    """
+
+    calls: tuple[ToolCall, ...]
+    """The reply's tool calls, in order, names and arguments as the backend gave them."""
+
+    def __new__(cls, text: str, calls: Iterable[ToolCall]) -> ToolAction:
+        self = super().__new__(cls, text)
+        object.__setattr__(self, "calls", tuple(calls))
+        return self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a ToolAction is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("a ToolAction is frozen")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled (process and Ray pools) with its calls
+        return (type(self), (str(self), self.calls))
+
+    def __repr__(self) -> str:
+        return f"ToolAction({str(self)!r}, calls={list(self.calls)!r})"
+
+
+def structured_action(text: str, calls: Sequence[tuple[str, Any]]) -> str:
+    """The action for a reply with text ``text`` and structured tool ``calls`` (``(name,
+    arguments)`` pairs, arguments a dict or a JSON string).
+
+    Without calls: ``text``. Else the text with each call as a Hermes
+    ``<tool_call>{json}</tool_call>`` tag, one a line; as a :class:`ToolAction` carrying the
+    calls when every one is well formed (a non-empty string name, object arguments), else as
+    plain text, whose parse reports the malformed call as it would for any reply."""
+    if not calls:
+        return text
+    tags = ["<tool_call>" + json.dumps({"name": name, "arguments": args}) + "</tool_call>" for name, args in calls]
+    rendered = "\n".join([text, *tags]) if text else "\n".join(tags)
+    try:
+        parsed = [_call_from_obj({"name": name, "arguments": args}) for name, args in calls]
+    except ValueError:
+        return rendered
+    return ToolAction(rendered, parsed)
 
 
 # -- picking the style for a model -------------------------------------------------------------

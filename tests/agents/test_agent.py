@@ -167,3 +167,19 @@ def test_scripted_policy_decodes_prompt_ids_for_its_function(tokenizer):
     policy = ScriptedPolicy(lambda text, seed: json.dumps(text), tokenizer=tokenizer)
     ids = tokenizer.encode("<|im_start|>user\nhi", add_special_tokens=False)
     assert json.loads(policy.generate([ids], SamplingParams())[0].text) == "<|im_start|>user\nhi"
+
+
+def test_action_text_is_byte_identical_and_carries_well_formed_calls_as_themselves():
+    from turngym.tools import ToolAction, ToolCall
+
+    calls = [{"function": {"name": "advance", "arguments": '{"by": 1, "note": "</tool_call>\\u00e9"}'}},
+             {"name": "advance", "arguments": {"by": 2}}]
+    action = Agent.action_text(Completion(text="Moving.", tool_calls=calls))
+    assert action == ('Moving.\n<tool_call>{"name": "advance", "arguments": {"by": 1, "note": "</tool_call>\\u00e9"}}'
+                      '</tool_call>\n<tool_call>{"name": "advance", "arguments": {"by": 2}}</tool_call>')
+    assert isinstance(action, ToolAction)
+    assert action.calls == (ToolCall(name="advance", arguments={"by": 1, "note": "</tool_call>é"}),
+                            ToolCall(name="advance", arguments={"by": 2}))
+    bad = Agent.action_text(Completion(text="", tool_calls=[{"name": "advance", "arguments": "{oops"}]))
+    assert type(bad) is str and bad == '<tool_call>{"name": "advance", "arguments": "{oops"}</tool_call>'
+    assert type(Agent.action_text(Completion(text="plain"))) is str

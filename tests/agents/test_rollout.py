@@ -446,3 +446,29 @@ def test_real_tiny_model_turns_hold_exactly_what_it_generated():
         assert again.logprobs == pytest.approx(turn.logprobs, abs=1e-4)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_structured_calls_reach_an_env_that_parses_for_itself_as_its_text(probe):
+    """A policy's structured tool calls go to env.step as a ToolAction: an environment that
+    reads replies itself (the probe parses the text) acts on the text as before."""
+    from turngym.agents.policy import Completion
+    from turngym.tools import ToolAction
+
+    sent: list[str] = []
+
+    class Structured:
+        def generate(self, prompts, sampling):
+            return [Completion(text="", tool_calls=[{"id": "c", "type": "function",
+                                                     "function": {"name": "advance", "arguments": '{"by": 1}'}}])
+                    for _ in prompts]
+
+    class Seen(probe.Env):
+        def _step(self, action):
+            sent.append(action)
+            return super()._step(action)
+
+    suite = probe.suite({"id": "a", "length": 2})
+    engine = RolloutEngine(Structured(), lambda: Seen(suite=suite), None, cfg(group_size=1))
+    (traj,) = engine.run(["a"])
+    assert traj.success and [t.tool_calls for t in traj.turns] == [[{"name": "advance", "arguments": {"by": 1}}]] * 2
+    assert all(isinstance(a, ToolAction) for a in sent) and sent[0] == probe.reply

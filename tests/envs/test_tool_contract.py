@@ -291,3 +291,44 @@ def test_example_tool_env_passes_the_checker():
 
     results = check("example/Stock-v0", make_env=load_stock_env())
     assert [(r.name, r.passed) for r in results] == [(name, True) for name in CHECKS], results
+
+
+# -- structured tool calls reach the environment as structures ----------------------------------------
+STRUCTURED_QUERY = 'capital </tool_call> of\n«Frañce» 日本 "x" \\ end'
+
+
+@pytest.mark.parametrize("env_id", ["turngym/SearchWorld-v0", "turngym/Search-v0"])
+def test_a_structured_call_reaches_the_tool_exactly_through_step(env_id):
+    from turngym.tools import ToolAction, structured_action
+
+    with made(env_id) as env:
+        env.reset(seed=0)
+        action = structured_action("Looking it up.", [("search", {"query": STRUCTURED_QUERY})])
+        assert isinstance(action, ToolAction)
+        obs, reward, term, trunc, info = env.step(action)
+        assert info["action_valid"] and info["tool_calls"][0]["name"] == "search"
+        assert info["tool_calls"][0]["arguments"]["query"] == STRUCTURED_QUERY
+        # as text, the same reply loses the query at "</tool_call>"
+        env.reset(seed=0)
+        *_, as_text = env.step(str(action))
+        assert not as_text["action_valid"] or as_text["tool_calls"][0]["arguments"]["query"] != STRUCTURED_QUERY
+        env.reset(seed=0)
+        *_, unknown = env.step(structured_action("", [("serach", {"query": "x"})]))
+        env.reset(seed=0)
+        *_, unknown_text = env.step(render_tool_call("serach", {"query": "x"}))
+        assert unknown["action_valid"] is unknown_text["action_valid"] is False
+        assert unknown["tool_calls"] == unknown_text["tool_calls"] == []
+
+
+def test_grid_reads_a_structured_move_and_answers_a_bad_one_as_text():
+    from turngym.tools import structured_action
+
+    env = turngym.make("turngym/Sokoban-v0")
+    try:
+        env.reset(seed=0)
+        obs, _, _, _, info = env.step(structured_action("", [("move", {"direction": "sideways"})]))
+        env.reset(seed=0)
+        obs_text, _, _, _, info_text = env.step(render_tool_call("move", {"direction": "sideways"}))
+        assert (obs, info["action_valid"]) == (obs_text, info_text["action_valid"]) and not info["action_valid"]
+    finally:
+        env.close()

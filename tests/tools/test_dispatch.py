@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
@@ -342,3 +344,82 @@ def test_options_are_parsed_once_with_one_sentence():
         parse_options(ToolTurnOptions, "MyEnv", {"observation_chars": 10})
     with pytest.raises(ValueError, match="^invalid option for MyEnv: budget: Extra inputs are not permitted$"):
         parse_options(ToolTurnOptions, "MyEnv", {"budget": 10})
+
+
+# -- replies whose calls came structured (an OpenAI-compatible backend's tool_calls) ----------------
+TRICKY = 'a </tool_call> b\n«naïve» 日本\u2028"quoted" \\ <tool_call>{"name": "stop"}'
+
+
+def test_structured_calls_reach_the_handler_exactly(rec):
+    from turngym.tools import ToolAction, structured_action
+
+    action = structured_action("Echoing.", [("echo", {"text": TRICKY})])
+    assert isinstance(action, ToolAction) and action.startswith("Echoing.\n<tool_call>")
+    turn = dispatch(action, TOOLS, {"echo": rec.echo, "stop": rec.stop})
+    assert rec.ran == [("echo", TRICKY)] and turn.valid
+    assert turn.ran == [{"name": "echo", "arguments": {"text": TRICKY, "times": 1}}]
+    # the same reply as text does not survive its parse: the argument is cut at "</tool_call>"
+    rec.ran.clear()
+    as_text = dispatch(str(action), TOOLS, {"echo": rec.echo, "stop": rec.stop})
+    assert rec.ran != [("echo", TRICKY)]
+    assert not as_text.valid or as_text.ran != turn.ran
+
+
+@pytest.mark.parametrize("whole_reply", [False, True])
+@pytest.mark.parametrize("name,args", [("nope", {"text": "x"}), ("echo", {"text": 5}), ("echo", {}),
+                                       ("echo", {"text": ""}), ("echo", {"text": "refuse"})])
+def test_a_malformed_structured_call_answers_as_the_same_text_call(rec, whole_reply, name, args):
+    from turngym.tools import ToolAction, structured_action
+
+    action = structured_action("", [(name, args)])
+    assert isinstance(action, ToolAction)
+    structured = dispatch(action, TOOLS, {"echo": rec.echo, "stop": rec.stop}, whole_reply=whole_reply)
+    text = dispatch(render_tool_call(name, args), TOOLS, {"echo": rec.echo, "stop": rec.stop}, whole_reply=whole_reply)
+    assert not structured.valid and structured == text
+
+
+@pytest.mark.parametrize("args", ["{not json", "[1, 2]", 7])
+def test_structured_calls_that_are_no_call_stay_text_and_parse_as_before(rec, args):
+    from turngym.tools import ToolAction, structured_action
+
+    action = structured_action("Hm.", [("echo", args)])
+    assert type(action) is str and not isinstance(action, ToolAction)
+    expected = "Hm.\n<tool_call>" + json.dumps({"name": "echo", "arguments": args}) + "</tool_call>"
+    assert action == expected
+    turn = dispatch(action, TOOLS, {"echo": rec.echo})
+    assert turn.error.startswith("invalid tool call: ") and rec.ran == []
+    assert structured_action("just text", []) == "just text"
+    assert type(structured_action("", [("", {})])) is str  # no name: the parser says so
+
+
+def test_a_tool_action_is_its_text_frozen_and_pickles_with_its_calls():
+    import pickle
+
+    from turngym.tools import ToolAction, structured_action
+
+    action = structured_action("Go.", [("echo", {"text": TRICKY}), ("stop", {"reason": "done"})])
+    assert action == str(action) and hash(action) == hash(str(action))
+    with pytest.raises(AttributeError):
+        action.calls = ()  # type: ignore[misc]
+    back = pickle.loads(pickle.dumps(action))
+    assert isinstance(back, ToolAction) and back == action and back.calls == action.calls
+    assert [c.name for c in back.calls] == ["echo", "stop"] and back.calls[0].arguments["text"] == TRICKY
+    assert type(action.strip()) is str  # a changed copy is plain text, parsed as any reply
+    assert json.loads(json.dumps({"action": action})) == {"action": str(action)}
+
+
+def test_the_reader_sees_the_text_and_the_given_calls(rec):
+    from turngym.tools import structured_action
+
+    seen = []
+
+    def read(reply, calls):
+        seen.append((reply, calls))
+        return calls
+
+    action = structured_action("Think.", [("echo", {"text": "hi"})])
+    calls, why = read_tool_calls(action, "react", read)  # the style is not consulted: nothing is parsed
+    assert why == "" and calls == [ToolCall(name="echo", arguments={"text": "hi"})]
+    assert seen == [(action, calls)]
+    assert read_tool_calls(structured_action("x", [("echo", {"text": "hi"})]), None, lambda r, c: [])[1] == \
+        "no tool call found"
