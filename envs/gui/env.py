@@ -36,7 +36,14 @@ import numpy as np
 from gymnasium import spaces
 
 from turngym.envs.core import EnvUnavailable, TextSpace, TurnEnv
-from turngym.envs.gui.actions import HANDLERS, MAX_CALLS_PER_TURN, TOOLS, read_shorthand, ref_check
+from turngym.envs.gui.actions import (
+    HANDLERS,
+    HINT_CALL,
+    MAX_CALLS_PER_TURN,
+    TOOLS,
+    read_shorthand,
+    ref_check,
+)
 from turngym.envs.gui.scripted import SOLVERS, solve_reply
 from turngym.envs.gui.snapshot import Snapshot, compact_snapshot, page_anchor
 from turngym.envs.tasks import Task
@@ -66,9 +73,10 @@ GUI_INSTRUCTIONS_TEMPLATE = (
 
 
 def gui_instructions(style: str | None = None, template: str = GUI_INSTRUCTIONS_TEMPLATE) -> str:
-    """``template`` with its ``{call}`` slot filled by an example click in ``style`` (Hermes for
-    None), written by :func:`~turngym.tools.parsers.call_example` so that style's parser reads it back."""
-    return template.format(call=call_example("click", {"ref": "e12"}, style, end=". "))
+    """``template`` with its ``{call}`` slot filled by the example click (the same one the "no tool
+    call" hint shows, :data:`~turngym.envs.gui.actions.HINT_CALL`) in ``style`` (Hermes for None),
+    written by :func:`~turngym.tools.parsers.call_example` so that style's parser reads it back."""
+    return template.format(call=call_example(HINT_CALL.name, HINT_CALL.arguments, style, end=". "))
 
 
 GUI_INSTRUCTIONS = gui_instructions()  # in Hermes, the default style
