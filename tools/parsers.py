@@ -43,6 +43,7 @@ __all__ = [
     "StyleRule",
     "ToolAction",
     "call_example",
+    "tools_help",
     "detect_style",
     "parse_hermes",
     "parse_openai_json",
@@ -360,6 +361,15 @@ def call_example(name: str, arguments: dict[str, Any] | None = None, style: str 
     (ReAct, whose ``Action:`` must start a line) as ``":\n" + call + "\n"``, on lines of its own."""
     call = render_tool_call(name, arguments, style)
     return f":\n{call}\n" if "\n" in call else f" {call}{end}"
+
+
+def tools_help(tools: Sequence[Any], example: tuple[str, dict[str, Any]], style: str | None = None) -> str:
+    """The one-line help a tool-using environment shows (its reset observation's last line and
+    the help after an invalid reply): ``example`` (a ``(name, arguments)`` call) written in
+    ``style`` by :func:`call_example`, then every tool of ``tools`` (:class:`~turngym.tools.base.Tool`)
+    with its argument names, e.g. ``Call a tool as <tool_call>...</tool_call>; tools: search(query, k), answer(text).``"""
+    listed = ", ".join(f"{tool.name}({', '.join(tool.arguments.model_fields)})" for tool in tools)
+    return f"Call a tool as{call_example(*example, style, end='; ')}tools: {listed}."
 
 
 def parse_tool_calls(text: str, style: str = "hermes") -> ParseResult:

@@ -57,7 +57,7 @@ from turngym.sandboxes.errors import SandboxUnavailable
 from turngym.tools import ToolResult, ToolTurnOptions
 from turngym.tools.base import Tool, ToolCall, ToolError
 from turngym.tools.dispatch import dispatch, invalid_reply, parse_options
-from turngym.tools.parsers import call_example, render_tool_call
+from turngym.tools.parsers import call_example, render_tool_call, tools_help
 
 __all__ = ["CodeEnv", "CodeOptions", "CODE_TOOLS", "grading_pool"]
 
@@ -86,8 +86,7 @@ CODE_TOOLS = [PYTHON_TOOL, BASH_TOOL, SUBMIT_TOOL]
 def code_help(style: str | None = None) -> str:
     """How to call the tools (the reset observation's last line, the help after an invalid
     reply), with the example call in ``style`` (Hermes for None)."""
-    call = call_example("python", {"code": "..."}, style, end="; ")
-    return f"Call a tool as{call}tools: python(code), bash(cmd), submit(code)."
+    return tools_help(CODE_TOOLS, ("python", {"code": "..."}), style)
 
 
 def _styled_instructions(template: str, style: str | None = None) -> str:

@@ -45,7 +45,7 @@ from turngym.envs.tasks import SuiteError, Task, TaskSuite
 from turngym.tools import ToolResult, ToolTurnOptions
 from turngym.tools.base import Tool, ToolCall, ToolError, truncate_text
 from turngym.tools.dispatch import dispatch, invalid_reply, parse_options
-from turngym.tools.parsers import call_example, render_tool_call
+from turngym.tools.parsers import call_example, render_tool_call, tools_help
 
 __all__ = ["SearchEnv", "SearchOptions", "SEARCH_TOOLS"]
 
@@ -76,8 +76,7 @@ SEARCH_TOOLS = [SEARCH_TOOL, OPEN_TOOL, ANSWER_TOOL]
 def search_help(style: str | None = None) -> str:
     """How to call the tools (the reset observation's last line, the help after an invalid
     reply), with the example call in ``style`` (Hermes for None)."""
-    call = call_example("search", {"query": "..."}, style, end="; ")
-    return f"Call a tool as{call}tools: search(query, k), open(doc_id), answer(text)."
+    return tools_help(SEARCH_TOOLS, ("search", {"query": "..."}), style)
 
 
 def styled_instructions(template: str, style: str | None = None) -> str:

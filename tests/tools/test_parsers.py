@@ -308,3 +308,24 @@ def test_arguments_nested_within_the_bound_still_parse():
     nested = "[" * 50 + "]" * 50
     result = parse_tool_calls(f'<tool_call>{{"name": "x", "arguments": {{"a": {nested}, "s": "[[[[\\\\\\""}}}}</tool_call>')
     assert result.ok and result.calls[0].arguments["s"] == '[[[[\\"'
+
+
+def test_tools_help_lists_every_tool_with_its_argument_names_and_an_example_each_style_parses():
+    from pydantic import BaseModel
+
+    from turngym.tools.base import Tool
+    from turngym.tools.parsers import PARSERS, parse_tool_calls, tools_help
+
+    class Find(BaseModel):
+        query: str
+        k: int | None = None
+
+    class Done(BaseModel):
+        text: str
+
+    tools = [Tool("find", "find things", Find), Tool("done", "finish", Done)]
+    for style in PARSERS:
+        help_line = tools_help(tools, ("find", {"query": "x"}), style)
+        assert help_line.startswith("Call a tool as") and help_line.endswith("tools: find(query, k), done(text).")
+        calls = parse_tool_calls(help_line.rsplit("tools:", 1)[0], style).calls
+        assert [(c.name, c.arguments) for c in calls] == [("find", {"query": "x"})], style
