@@ -236,6 +236,10 @@ class SFTConfig(BaseModel):
     that cannot be near the target yet only cost time."""
     check_tasks: int = Field(200, ge=1)
     """Validation tasks per check (with ``stop_at_success``): one greedy episode each."""
+    stop_nearest: bool = False
+    """With ``stop_at_success``: stop at whichever of the first check that reaches the target and
+    the check before it came nearer the target, with that check's weights (the held-out success
+    the warm start ends at then spreads less when the curve jumps between checks)."""
 
 
 class TrainConfig(BaseModel):

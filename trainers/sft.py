@@ -141,6 +141,7 @@ def sft(
     check_every: int = 25,
     stop_at: float | None = None,
     check_from: int = 0,
+    stop_nearest: bool = False,
 ) -> dict[str, float]:
     """Cross-entropy on the response tokens of ``rows``: ``steps`` optimizer steps of
     ``batch_rows`` rows (default: ``epochs`` passes), each pass over a fresh seeded permutation.
@@ -149,8 +150,10 @@ def sft(
     ``check(step) -> success`` (e.g. greedy success on validation tasks), when given, runs every
     ``check_every`` steps from step ``check_from`` on (before the last) with the model in eval
     mode, and is logged; once it
-    returns ``>= stop_at`` the warm start stops there. A deterministic check keeps the run a
-    function of its seed.
+    returns ``>= stop_at`` the warm start stops there. With ``stop_nearest`` it stops at whichever
+    of that check and the one before it came nearer the target, keeping that check's weights (a
+    curve that jumps past the target between two checks then ends below it rather than far
+    above). A deterministic check keeps the run a function of its seed.
 
     ``max_seconds`` is a safety limit only: hitting it logs a warning, since the warm start then
     depends on the machine's speed and two identical commands would train different models.
@@ -170,6 +173,7 @@ def sft(
     steps_done = 0
     checked: list[float] = []
     check_seconds = 0.0
+    previous: dict[str, torch.Tensor] | None = None
     while steps_done < total_steps:
         first = (steps_done % per_pass) * batch_rows
         if first == 0:  # a new pass over the demonstrations
@@ -184,9 +188,19 @@ def sft(
             checked.append(_run_check(model, check, steps_done, total_steps))
             check_seconds += time.perf_counter() - check_start
             if stop_at is not None and checked[-1] >= stop_at:
+                if stop_nearest and previous is not None and stop_at - checked[-2] < checked[-1] - stop_at:
+                    model.load_state_dict(previous)
+                    log.info("warm start stops at the check of step %d (validation success %.1f%%): nearer "
+                             "sft.stop_at_success=%s than step %d's %.1f%%", steps_done - check_every,
+                             100 * checked[-2], stop_at, steps_done, 100 * checked[-1])
+                    steps_done -= check_every
+                    checked.pop()
+                    break
                 log.info("warm start stops after %d of %d steps: validation success %.1f%% >= sft.stop_at_success=%s",
                          steps_done, total_steps, 100 * checked[-1], stop_at)
                 break
+            if stop_nearest:  # this check's weights, in case the next one overshoots the target
+                previous = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if max_seconds is not None and time.perf_counter() - start > max_seconds and steps_done < total_steps:
             log.warning("warm start stopped by sft.max_seconds=%s after %d of %d steps: this run now depends on "
                         "the machine's speed, not only on its seed", max_seconds, steps_done, total_steps)

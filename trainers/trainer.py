@@ -244,7 +244,8 @@ class Trainer:
         return sft(self.model, self.tokenizer, rows, lr=cfg.sft.lr, epochs=cfg.sft.epochs, batch_rows=cfg.sft.batch_rows,
                    micro_batch_tokens=cfg.optim.micro_batch_tokens, seed=cfg.run.seed, max_seconds=cfg.sft.max_seconds,
                    steps=cfg.sft.steps, check=self._validation_check(), check_every=cfg.sft.check_every,
-                   stop_at=cfg.sft.stop_at_success, check_from=cfg.sft.check_from)
+                   stop_at=cfg.sft.stop_at_success, check_from=cfg.sft.check_from,
+                   stop_nearest=cfg.sft.stop_nearest)
 
     def _validation_check(self) -> Callable[[int], float] | None:
         """With ``sft.stop_at_success``: ``check(step) -> success``, one greedy episode (at

@@ -7,6 +7,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +123,36 @@ def test_the_warm_start_stops_at_the_first_check_that_reaches_its_target():
     seen.clear()
     sft(model, tokenizer, rows, steps=30, batch_rows=8, check=check, check_every=5, check_from=12, progress=False)
     assert [s for s, _ in seen] == [15, 20, 25]
+
+
+def test_stop_nearest_keeps_the_check_nearer_the_target_with_its_weights():
+    """``stop_nearest``: when the first check at the target overshoots it by more than the check
+    before fell short, the warm start ends at the earlier check, with the weights it checked."""
+    from turngym.trainers.sft import sft
+
+    model, tokenizer = load_model(TINY)
+    tasks = [t.id for t in turngym.make("turngym/FrozenLake-v0").unwrapped.suite.split("train")[:10]]
+    rows = collect_demonstrations("turngym/FrozenLake-v0", tasks, tokenizer, AGENT, {"max_turns": 12})
+    weights = {}
+
+    # 0.25 is 0.05 short of 0.3, 0.6 is 0.3 over: the earlier check wins, weights and all
+    curve = {5: 0.0, 10: 0.25, 15: 0.6}
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def check(step):
+        weights[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        return curve[step]
+
+    metrics = sft(model, tokenizer, rows, steps=30, batch_rows=8, check=check, check_every=5, stop_at=0.3,
+                  stop_nearest=True, progress=False)
+    assert metrics["sft/steps"] == 10 and metrics["sft/validation_success"] == 0.25
+    after = model.state_dict()
+    assert all(torch.equal(after[k], weights[10][k]) for k in after)
+    assert not all(torch.equal(after[k], weights[15][k]) for k in after)
+    # 0.1 is 0.2 short, 0.35 only 0.05 over: it stops at the check that reached the target
+    model.load_state_dict(start)
+    curve.update({10: 0.1, 15: 0.35})
+    metrics = sft(model, tokenizer, rows, steps=30, batch_rows=8, check=check, check_every=5, stop_at=0.3,
+                  stop_nearest=True, progress=False)
+    assert metrics["sft/steps"] == 15 and metrics["sft/validation_success"] == 0.35
+    assert all(torch.equal(model.state_dict()[k], weights[15][k]) for k in after)
