@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from turngym.tools.base import ToolCall
+from turngym.tools.base import Tool, ToolCall
 
 __all__ = [
     "PARSERS",
@@ -363,11 +363,11 @@ def call_example(name: str, arguments: dict[str, Any] | None = None, style: str 
     return f":\n{call}\n" if "\n" in call else f" {call}{end}"
 
 
-def tools_help(tools: Sequence[Any], example: tuple[str, dict[str, Any]], style: str | None = None) -> str:
+def tools_help(tools: Sequence[Tool], example: tuple[str, dict[str, Any]], style: str | None = None) -> str:
     """The one-line help a tool-using environment shows (its reset observation's last line and
     the help after an invalid reply): ``example`` (a ``(name, arguments)`` call) written in
-    ``style`` by :func:`call_example`, then every tool of ``tools`` (:class:`~turngym.tools.base.Tool`)
-    with its argument names, e.g. ``Call a tool as <tool_call>...</tool_call>; tools: search(query, k), answer(text).``"""
+    ``style`` by :func:`call_example`, then every tool of ``tools`` with its
+    argument names, e.g. ``Call a tool as <tool_call>...</tool_call>; tools: search(query, k), answer(text).``"""
     listed = ", ".join(f"{tool.name}({', '.join(tool.arguments.model_fields)})" for tool in tools)
     return f"Call a tool as{call_example(*example, style, end='; ')}tools: {listed}."
 

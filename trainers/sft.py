@@ -188,16 +188,16 @@ def sft(
             checked.append(_run_check(model, check, steps_done, total_steps))
             check_seconds += time.perf_counter() - check_start
             if stop_at is not None and checked[-1] >= stop_at:
-                if stop_nearest and previous is not None and stop_at - checked[-2] < checked[-1] - stop_at:
+                if stop_nearest and previous is not None and _previous_nearer(checked, stop_at):
                     model.load_state_dict(previous)
                     log.info("warm start stops at the check of step %d (validation success %.1f%%): nearer "
                              "sft.stop_at_success=%s than step %d's %.1f%%", steps_done - check_every,
                              100 * checked[-2], stop_at, steps_done, 100 * checked[-1])
                     steps_done -= check_every
                     checked.pop()
-                    break
-                log.info("warm start stops after %d of %d steps: validation success %.1f%% >= sft.stop_at_success=%s",
-                         steps_done, total_steps, 100 * checked[-1], stop_at)
+                else:
+                    log.info("warm start stops after %d of %d steps: validation success %.1f%% >= "
+                             "sft.stop_at_success=%s", steps_done, total_steps, 100 * checked[-1], stop_at)
                 break
             if stop_nearest:  # this check's weights, in case the next one overshoots the target
                 previous = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -212,6 +212,12 @@ def sft(
     if checked:  # sft/seconds includes the checks' time
         metrics.update({"sft/validation_success": checked[-1], "sft/check_seconds": check_seconds})
     return metrics
+
+
+def _previous_nearer(checked: list[float], target: float) -> bool:
+    """Whether the check before the last fell short of ``target`` by less than the last one
+    (which reached it) overshot it: ``stop_nearest`` then keeps the earlier check."""
+    return len(checked) >= 2 and target - checked[-2] < checked[-1] - target
 
 
 def _run_check(model: torch.nn.Module, check: Callable[[int], float], step: int, total_steps: int) -> float:

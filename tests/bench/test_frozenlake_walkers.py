@@ -1,11 +1,15 @@
 """bench/frozenlake_walkers.py: the hand-written walkers that RL's end point is read against
-play the real environment and behave as their names say."""
+play the real environment and behave as their names say; a run's evaluations are compared with
+them map by map."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("bench_walkers", ROOT / "bench" / "frozenlake_walkers.py")
@@ -13,7 +17,7 @@ walkers = importlib.util.module_from_spec(_spec)
 sys.modules["bench_walkers"] = walkers
 _spec.loader.exec_module(walkers)
 
-OPTIONS = {"max_turns": 12, "invalid_penalty": 0.1, "off_board_invalid": True}
+OPTIONS = yaml.safe_load((ROOT / "examples" / "main.yaml").read_text())["env"]["kwargs"]  # the main job's
 
 
 def test_a_goalward_walker_steps_towards_the_goal_and_looks_ahead_only_when_told():
@@ -30,8 +34,19 @@ def test_on_the_held_out_maps_the_solver_beats_the_hole_aware_walker_which_beats
     blind = walkers.play(OPTIONS, walkers.goalward(("down", "right", "up", "left"), look_ahead=False))
     aware = walkers.play(OPTIONS, walkers.goalward(("down", "right", "up", "left"), look_ahead=True))
     solver = walkers.play(OPTIONS, None)
-    assert len(blind) == len(aware) == len(solver) == 500
-    assert all(solver) and sum(blind) < sum(aware) < len(solver)
+    assert len(blind) == len(aware) == len(solver) == 500 and blind.keys() == solver.keys()
+    assert all(solver.values()) and sum(blind.values()) < sum(aware.values()) < len(solver)
     # looking ahead can lead a walker into another hole later, so it is not a superset; it
     # keeps most of the blind walker's wins
-    assert sum(a for a, b in zip(aware, blind) if b) > 0.8 * sum(blind)
+    assert sum(aware[m] for m in blind if blind[m]) > 0.8 * sum(blind.values())
+
+
+def test_a_runs_evaluations_are_compared_with_a_walker_map_by_map(tmp_path):
+    for step, won in (("step-000000", {"a"}), ("step-000080", {"a", "b", "c"}), ("before-sft", set())):
+        (tmp_path / "eval" / step).mkdir(parents=True)
+        lines = [json.dumps({"task_id": m, "success": m in won, "turns": []}) for m in "abcd"]
+        (tmp_path / "eval" / step / "trajectories.jsonl").write_text("\n".join(lines) + "\n")
+    found = walkers.run_outcomes(tmp_path)
+    assert list(found) == ["step-000000", "step-000080"]  # first and last, not the untrained policy
+    walker = {"a": True, "b": False, "c": False, "d": True}
+    assert walkers.agreement(found["step-000080"], walker) == "1 of its 2 wins, 2 of its 2 losses"
