@@ -199,7 +199,7 @@ def sft(
                     log.info("warm start stops after %d of %d steps: validation success %.1f%% >= "
                              "sft.stop_at_success=%s", steps_done, total_steps, 100 * checked[-1], stop_at)
                 break
-            if stop_nearest:  # this check's weights, in case the next one overshoots the target
+            if stop_nearest and stop_at is not None:  # this check's weights, in case the next one overshoots the target
                 previous = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if max_seconds is not None and time.perf_counter() - start > max_seconds and steps_done < total_steps:
             log.warning("warm start stopped by sft.max_seconds=%s after %d of %d steps: this run now depends on "
