@@ -25,7 +25,16 @@ What it guarantees (the rollout engine and trainer rely on each point):
   forward pass per new token for the whole batch; a batch ends when every row has stopped. The
   prefill projects only each row's last position through the LM head (``logits_to_keep=1``),
   and rows that have stopped leave the decode batch (the cache is compacted whenever a quarter
-  of its rows have stopped).
+  of its rows have stopped). The cache has room for the prompt and the whole reply from the
+  start (:mod:`turngym.agents.kv_cache`), so a decode step writes its keys and values in place.
+- **Drafts (greedy only).** At ``temperature == 0`` each forward after the prefill feeds, behind
+  a row's last token, the tokens that followed the latest earlier occurrence of its last few
+  tokens in the prompt or the reply (:func:`lookup_drafts`: prompt-lookup decoding); the row keeps
+  the argmax at each fed position while it equals the draft fed there, plus one more. The
+  tokens are those of one token per forward; logprobs are equal up to float rounding; rejected
+  drafts' cache columns are masked. A reply that copies a board or repeats itself then takes
+  several tokens per forward. ``draft_budget`` caps the drafts per forward over the batch
+  (0: off); sampling never drafts.
 - **KV reuse across turns.** After each call the policy keeps, per completion, the keys and
   values of ``prompt + response`` (all but the last sampled token, which was never fed). At the
   next call each prompt takes the held entry with which it shares the longest token prefix and
@@ -53,8 +62,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,7 +72,7 @@ import torch
 
 from turngym.agents.policy import Completion, Prompt, SamplingParams, prompt_token_ids
 
-__all__ = ["HFPolicy", "sample_tokens", "first_stop"]
+__all__ = ["HFPolicy", "sample_tokens", "first_stop", "lookup_drafts"]
 
 
 def sample_tokens(
@@ -152,16 +162,28 @@ class HFPolicy:
         device: str | torch.device | None = None,
         reuse_kv: bool = True,
         kv_budget_bytes: int = 2 << 30,
+        draft_budget: int = 64,
     ) -> None:
         if device is not None:
             model.to(device)
         self.model = model
+        if self.device.type == "cpu":
+            # transformers repeats a grouped-query model's keys and values per query head before
+            # a masked attention with several queries (a draft check, a prefill after reused
+            # keys): at 10k cached tokens that copy took 1.26 s per SmolLM2 forward against 0.20 s
+            # for torch's own grouped attention, with equal outputs. On CPU torch's kernel takes
+            # the mask; on CUDA it would not, so only here.
+            os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.reuse_kv = reuse_kv
         """Keep each completion's KV cache for the next call (module doc, "KV reuse")."""
         self.kv_budget_bytes = kv_budget_bytes
         """Most bytes of keys and values held between calls."""
+        self.draft_budget = draft_budget
+        """Greedy decoding feeds at most this many prompt-lookup drafts per forward, over all
+        rows (at most 32 a row, none below 4 a row: a large batch is compute-bound already,
+        where rejected drafts would cost what they save); 0 turns drafting off."""
         self.kv_stats = {"reused_tokens": 0, "prefilled_tokens": 0}
         """Prompt tokens taken from held caches vs run through the model, over all calls."""
         self._held: list[_HeldKV] = []
@@ -258,74 +280,43 @@ class HFPolicy:
             self.kv_stats["prefilled_tokens"] += len(rest)
         input_ids, attention = input_ids.to(device), attention.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, cached:]
-        generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-
-        stops = [s for s in sampling.stop if s]
-        # enough trailing tokens to contain any stop string (every token is at least one byte)
-        stop_window = max((len(s.encode()) for s in stops), default=0) + 2
-        enders = self._stop_enders(stops)
-
-        responses: list[list[int]] = [[] for _ in prompts]
-        logprobs: list[list[float]] = [[] for _ in prompts]
-        reasons = ["length"] * batch
-        keep: dict[int, _HeldKV] = {}  # prompt index -> its keys and values for the next call
 
         inner = _inner(self.model)
+        cache_name = _cache_name(type(inner))
         prefill: dict[str, Any] = {}
-        if cached:
-            prefill[_cache_name(type(inner))] = self._held_cache(matches, cached, device)
+        # room for the prompt and the whole reply: a decode step then writes its keys and values
+        # in place instead of copying the cache (agents/kv_cache.py)
+        cache = self._prefill_cache(matches, cached, cached + width + sampling.max_tokens, device)
+        if cache is not None:
+            prefill[cache_name] = cache
         if _keeps_logits(type(inner)):
             prefill["logits_to_keep"] = 1
         out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, **prefill)
-        next_position = positions[:, -1:] + 1
-        rows = list(range(batch))  # the prompt index of each row still in the decode batch
-        for step in range(sampling.max_tokens):
-            logits = out.logits[:, -1, :].float()
-            uniforms = torch.stack([torch.rand((), generator=g, device=device) for g in generators])
-            tokens = sample_tokens(logits, sampling.temperature, sampling.top_p, uniforms)
-            token_logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
-            tokens_list, logp_list = tokens.tolist(), token_logp.tolist()
-            live = []
-            for pos, row in enumerate(rows):
-                if reasons[row] != "length":
-                    live.append(False)  # stopped earlier; waits in the batch for the next compaction
-                    continue
-                responses[row].append(tokens_list[pos])
-                logprobs[row].append(logp_list[pos])
-                if tokens_list[pos] in self.eos_token_ids:
-                    reasons[row] = "stop"
-                elif stops and (enders is None or tokens_list[pos] in enders) and first_stop(
-                    self.tokenizer.decode(responses[row][-stop_window:]), stops
-                ) is not None:
-                    reasons[row] = "stop"
-                live.append(reasons[row] == "length")
-            if not any(live) or step == sampling.max_tokens - 1:
+        stops = [s for s in sampling.stop if s]
+        decode = _Decode(
+            policy=self, prompts=arrays, sampling=sampling, stops=stops, enders=self._stop_enders(stops),
+            generators=[torch.Generator(device=device).manual_seed(int(s)) for s in seeds],
+            attention=attention, next_position=positions[:, -1:] + 1,
+            drafting=self.draft_budget > 0 and sampling.temperature <= 0,
+        )
+        keep: dict[int, _HeldKV] = {}  # prompt index -> its keys and values for the next call
+        while True:
+            decode.take(out.logits)
+            if decode.finished():
                 break
-            cache = getattr(out, _cache_name(type(inner)))
-            if 4 * sum(live) <= 3 * len(rows):  # drop stopped rows from the decode batch
-                self._keep_rows(cache, attention, [(p, r) for p, r in enumerate(rows) if not live[p]],
-                                prompts, responses, keep, kept)
-                index = torch.tensor([p for p in range(len(rows)) if live[p]], device=device)
-                cache.batch_select_indices(index)
-                attention, next_position, tokens = attention[index], next_position[index], tokens[index]
-                generators = [g for g, alive in zip(generators, live) if alive]
-                rows = [r for r, alive in zip(rows, live) if alive]
-                live = [True] * len(rows)
-            # a stopped row's next column stays masked, so its held cache is exactly its tokens
-            column = torch.tensor(live, dtype=attention.dtype, device=device)[:, None]
-            attention = torch.cat([attention, column], dim=-1)
-            out = self.model(
-                input_ids=tokens[:, None],
-                attention_mask=attention,
-                position_ids=next_position,
-                use_cache=True,
-                **{_cache_name(type(inner)): cache},
-            )
-            next_position = next_position + 1
-        self._keep_rows(getattr(out, _cache_name(type(inner)), None), attention, list(enumerate(rows)),
-                        prompts, responses, keep, kept)
+            cache = getattr(out, cache_name)
+            stopped = decode.stopped_rows()
+            if 4 * len(stopped) >= len(decode.rows):  # drop stopped rows from the decode batch
+                self._keep_rows(cache, decode.attention, stopped, prompts, decode.responses, keep, kept)
+                cache.batch_select_indices(decode.drop_stopped())
+            step_ids, step_positions = decode.next_inputs()
+            out = self.model(input_ids=step_ids, attention_mask=decode.attention, position_ids=step_positions,
+                             use_cache=True, **{cache_name: cache})
+        self._keep_rows(getattr(out, cache_name, None), decode.attention, list(enumerate(decode.rows)),
+                        prompts, decode.responses, keep, kept)
         kept += [keep[row] for row in sorted(keep)]  # in prompt order, which the next call's search expects
-        return [self._completion(r, lp, why, stops) for r, lp, why in zip(responses, logprobs, reasons)]
+        return [self._completion(r, lp, why, stops)
+                for r, lp, why in zip(decode.responses, decode.logprobs, decode.reasons)]
 
     # -- KV reuse ----------------------------------------------------------------------------
 
@@ -347,21 +338,31 @@ class HFPolicy:
                     break
         return best, length
 
-    def _held_cache(self, matches: list[tuple[_HeldKV | None, int]], cached: int, device: torch.device) -> Any:
-        """A batch cache of ``cached`` columns: each row's reused keys/values right-aligned."""
-        from transformers.cache_utils import DynamicCache
+    def _prefill_cache(
+        self, matches: list[tuple[_HeldKV | None, int]], cached: int, capacity: int, device: torch.device,
+    ) -> Any:
+        """A batch cache with room for ``capacity`` columns whose first ``cached`` hold each row's
+        reused keys/values right-aligned (zeros where a row reuses fewer); ``None`` (the model
+        builds its own) when the model's cache is not plain per-layer keys and values, whose
+        rows are never held, so that ``cached`` is then 0."""
+        from turngym.agents.kv_cache import reserved_cache
 
+        config = _inner(self.model).config
+        if not cached:
+            return reserved_cache(config, capacity)
         sample = next(entry for entry, _ in matches if entry is not None)
         layers = []
         for layer, (k0, v0) in enumerate(sample.layers):
-            keys = k0.new_zeros((len(matches), k0.shape[0], cached, k0.shape[2]))
-            values = v0.new_zeros((len(matches), v0.shape[0], cached, v0.shape[2]))
+            keys = k0.new_empty((len(matches), k0.shape[0], capacity, k0.shape[2]), device=device)
+            values = v0.new_empty((len(matches), v0.shape[0], capacity, v0.shape[2]), device=device)
+            keys[:, :, :cached] = 0  # masked columns must still be finite numbers
+            values[:, :, :cached] = 0
             for row, (entry, n) in enumerate(matches):
                 if entry is not None and n:
-                    keys[row, :, cached - n:] = entry.layers[layer][0][:, :n]
-                    values[row, :, cached - n:] = entry.layers[layer][1][:, :n]
-            layers.append((keys.to(device), values.to(device)))
-        return DynamicCache(ddp_cache_data=layers)
+                    keys[row, :, cached - n:cached] = entry.layers[layer][0][:, :n]
+                    values[row, :, cached - n:cached] = entry.layers[layer][1][:, :n]
+            layers.append((keys, values))
+        return reserved_cache(config, capacity, layers, cached)
 
     def _keep_rows(
         self,
@@ -380,8 +381,11 @@ class HFPolicy:
             return
         from transformers.cache_utils import DynamicLayer
 
+        from turngym.agents.kv_cache import ReservedLayer
+
         layers = getattr(cache, "layers", None)
-        if not layers or any(type(layer) is not DynamicLayer or not layer.is_initialized for layer in layers):
+        plain = (DynamicLayer, ReservedLayer)
+        if not layers or any(type(layer) not in plain or not layer.is_initialized for layer in layers):
             return
         used = sum(k.nbytes + v.nbytes for e in [*kept, *keep.values()] for k, v in e.layers)
         for pos, row in rows:
@@ -420,3 +424,150 @@ class HFPolicy:
         if cut is not None:
             text = text[:cut]
         return Completion(text=text, token_ids=ids, logprobs=logps, finish_reason=reason)
+
+
+#: Prompt-lookup drafts per row and forward: at most (a forward of 2 SmolLM2 rows x 33 tokens
+#: cost 2.6x one of 2 x 1 on 2 CPU cores) and at least (fewer would not pay for the wider step).
+MAX_DRAFTS, MIN_DRAFTS = 64, 4
+
+
+def lookup_drafts(ids: np.ndarray, limit: int, longest: int = 4, shortest: int = 2) -> list[int]:
+    """Prompt-lookup drafts: ``limit`` tokens that followed the latest earlier occurrence of the
+    last n tokens of ``ids`` (n from ``longest`` down to ``shortest``), or none; where the copy
+    reaches the end of ``ids`` it goes on as if the sequence repeated from that occurrence.
+
+    A reply that copies from its prompt (a board, a file, a passage: the usual reply in this
+    gym's environments) or repeats itself is then checked several tokens per forward pass."""
+    length = len(ids)
+    if limit <= 0:
+        return []
+    for n in range(min(longest, length - 1), shortest - 1, -1):
+        windows = np.lib.stride_tricks.sliding_window_view(ids[:length - 1], n)
+        hits = np.flatnonzero((windows == ids[length - n:]).all(axis=1))
+        if hits.size:
+            start = int(hits[-1]) + n
+            drafts = ids[start:start + limit].tolist()
+            # past the end of ``ids`` the copy continues from its own drafts: a loop of period
+            # ``length - start`` is drafted whole, not only up to the sequence's end
+            while len(drafts) < limit:
+                drafts.append(drafts[len(drafts) - (length - start)])
+            return drafts
+    return []
+
+
+@dataclass
+class _Decode:
+    """The decode loop's state for one batch: what each row sampled, which rows are still in the
+    batch, their attention columns and next positions (one row per entry of ``rows``).
+
+    Greedy decoding with ``drafting`` feeds, after each row's last token, the tokens that
+    :func:`lookup_drafts` proposes; a forward then yields the argmax at every fed position, and
+    the row keeps tokens while they equal the drafts they were fed with (plus the one after).
+    The kept tokens are exactly those one-token steps would choose from the same logits; the
+    rejected drafts' cache columns are masked, so the held cache is the row's tokens as always.
+    """
+
+    policy: HFPolicy
+    prompts: list[np.ndarray]
+    sampling: SamplingParams
+    stops: list[str]
+    enders: frozenset[int] | None
+    generators: list[torch.Generator]
+    attention: torch.Tensor
+    next_position: torch.Tensor
+    drafting: bool
+    rows: list[int] = field(default_factory=list)
+    responses: list[list[int]] = field(default_factory=list)
+    logprobs: list[list[float]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    done: list[bool] = field(default_factory=list)
+    drafts: list[list[int]] = field(default_factory=list)
+    fed: int = 0  # columns the last forward appended per row (0: the prefill)
+
+    def __post_init__(self) -> None:
+        batch = len(self.prompts)
+        self.rows = list(range(batch))
+        self.responses, self.logprobs = [[] for _ in range(batch)], [[] for _ in range(batch)]
+        self.reasons, self.done = ["length"] * batch, [False] * batch
+        self.drafts = [[] for _ in range(batch)]
+        # enough trailing tokens to contain any stop string (every token is at least one byte)
+        self.stop_window = max((len(s.encode()) for s in self.stops), default=0) + 2
+
+    def take(self, logits: torch.Tensor) -> None:
+        """Append each row's tokens from a forward's logits (rows, fed positions, vocab)."""
+        logits = logits.float()
+        # one uniform per row and forward: a sampled row's k-th token uses its generator's k-th draw
+        uniforms = torch.stack([torch.rand((), generator=g, device=logits.device) for g in self.generators])
+        if logits.shape[1] == 1:
+            tokens = sample_tokens(logits[:, 0], self.sampling.temperature, self.sampling.top_p, uniforms)[:, None]
+        else:  # drafts were fed, so decoding is greedy
+            tokens = logits.argmax(dim=-1)
+        token_logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
+        tokens_list, logp_list = tokens.tolist(), token_logp.tolist()
+        for pos, row in enumerate(self.rows):
+            kept = 0
+            while not self.done[row] and kept < len(tokens_list[pos]):
+                self._append(row, tokens_list[pos][kept], logp_list[pos][kept])
+                kept += 1
+                drafts = self.drafts[pos]
+                if kept > len(drafts) or tokens_list[pos][kept - 1] != drafts[kept - 1]:
+                    break
+            if self.fed:  # after a decode step (the prefill's positions are the prompt's)
+                # the fed columns past the kept tokens' inputs held rejected drafts
+                self.attention[pos, self.attention.shape[1] - self.fed + kept:] = 0
+                self.next_position[pos] += kept
+
+    def _append(self, row: int, token: int, logp: float) -> None:
+        response = self.responses[row]
+        response.append(token)
+        self.logprobs[row].append(logp)
+        if token in self.policy.eos_token_ids:
+            self.reasons[row], self.done[row] = "stop", True
+        elif self.stops and (self.enders is None or token in self.enders) and first_stop(
+            self.policy.tokenizer.decode(response[-self.stop_window:]), self.stops
+        ) is not None:
+            self.reasons[row], self.done[row] = "stop", True
+        elif len(response) >= self.sampling.max_tokens:
+            self.done[row] = True
+
+    def finished(self) -> bool:
+        return all(self.done[row] for row in self.rows)
+
+    def stopped_rows(self) -> list[tuple[int, int]]:
+        """(batch position, prompt index) of the rows that have stopped but are still in the batch."""
+        return [(pos, row) for pos, row in enumerate(self.rows) if self.done[row]]
+
+    def drop_stopped(self) -> torch.Tensor:
+        """Remove the stopped rows; returns the batch positions kept (for the cache)."""
+        live = [pos for pos, row in enumerate(self.rows) if not self.done[row]]
+        index = torch.tensor(live, device=self.attention.device)
+        self.attention, self.next_position = self.attention[index], self.next_position[index]
+        self.generators = [self.generators[pos] for pos in live]
+        self.rows = [self.rows[pos] for pos in live]
+        return index
+
+    def next_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's last token (and drafts), appending their attention columns: a stopped row's
+        stay masked, so its held cache is exactly its tokens."""
+        live = sum(not self.done[row] for row in self.rows)
+        per_row = min(MAX_DRAFTS, self.policy.draft_budget // max(live, 1))
+        self.drafts = [self._drafts(row, per_row if per_row >= MIN_DRAFTS else 0) for row in self.rows]
+        width = 1 + max(map(len, self.drafts))
+        ids = torch.full((len(self.rows), width), self.policy.pad_token_id, dtype=torch.long)
+        columns = torch.zeros((len(self.rows), width), dtype=self.attention.dtype)
+        for pos, (row, drafts) in enumerate(zip(self.rows, self.drafts)):
+            fed = [self.responses[row][-1], *drafts]
+            ids[pos, :len(fed)] = torch.tensor(fed, dtype=torch.long)
+            columns[pos, :len(fed)] = 0 if self.done[row] else 1
+        device = self.attention.device
+        self.attention = torch.cat([self.attention, columns.to(device)], dim=-1)
+        self.fed = width
+        positions = self.next_position + torch.arange(width, device=device)[None, :]
+        return ids.to(device), positions
+
+    def _drafts(self, row: int, most: int) -> list[int]:
+        if not self.drafting or self.done[row] or not most:
+            return []
+        limit = min(most, self.sampling.max_tokens - len(self.responses[row]) - 1)
+        ids = np.concatenate([self.prompts[row], np.asarray(self.responses[row], dtype=np.int64)])
+        return lookup_drafts(ids, limit)

@@ -1,0 +1,138 @@
+"""A key/value cache that writes each new column in place, for :class:`~turngym.agents.hf.HFPolicy`.
+
+``reserved_cache(model, batch_rows, prefix_layers, prefix_length, capacity) -> Cache | None``
+
+transformers' ``DynamicCache`` grows by ``torch.cat``: every decode step copies every layer's
+whole cache to append one column. At long multi-turn contexts that copy outweighs the step's
+weights (SmolLM2-135M, 8 rows of 811 tokens: ~300 MB of keys and values copied per token
+against 540 MB of weights read). Here each layer's keys and values are views of a buffer
+allocated once with room for the prompt and the reply (``capacity`` columns), so a step writes
+one column and copies nothing.
+
+The contract, relied on by ``HFPolicy``:
+
+- A :class:`ReservedLayer` behaves as a ``DynamicLayer`` to the model and to the cache's users:
+  ``keys``/``values`` are ``(batch, heads, length, head_dim)`` tensors holding exactly the
+  columns written so far (views of the buffer), ``batch_select_indices`` keeps rows, ``crop``
+  drops columns. A write past the buffer grows it (one copy, with the same spare room again),
+  so a wrong ``capacity`` costs speed, never correctness.
+- The numbers are those of ``DynamicCache``: the attention reads the same values in the same
+  order; only where they live differs (tested against a ``DynamicCache`` decode, bit for bit).
+- ``reserved_cache`` returns ``None`` for a model whose own cache is not made of plain
+  ``DynamicLayer``s (sliding-window, recurrent or other layer kinds): those keep the model's
+  own cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+__all__ = ["ReservedLayer", "reserved_cache"]
+
+
+class ReservedLayer(DynamicLayer):
+    """One layer's keys and values as views of a preallocated buffer (see module doc)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        """Columns allocated at the first write (and the spare room added when a write overflows)."""
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._length = 0
+
+    def preset(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        """Take ``keys``/``values`` (batch, heads, columns, head_dim) as the buffer, of which the
+        first ``length`` columns are already written."""
+        self.lazy_initialization(keys, values)
+        self._buffers, self._length = (keys, values), length
+        self._expose()
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self._length + key_states.shape[-2]
+        if self._buffers is None or end > self._buffers[0].shape[-2]:
+            self._grow(key_states, value_states, end)
+        keys, values = self._buffers
+        keys[:, :, self._length:end] = key_states
+        values[:, :, self._length:end] = value_states
+        self._length = end
+        self._expose()
+        return self.keys, self.values
+
+    def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, end: int) -> None:
+        columns = max(self.capacity, end + (self.capacity if self._buffers is not None else 0))
+        grown = []
+        for new, old in zip((key_states, value_states), self._buffers or (None, None)):
+            buffer = new.new_empty((*new.shape[:2], columns, new.shape[-1]))
+            if old is not None and self._length:
+                buffer[:, :, :self._length] = old[:, :, :self._length]
+            grown.append(buffer)
+        self._buffers = (grown[0], grown[1])
+
+    def _expose(self) -> None:
+        assert self._buffers is not None
+        self.keys = self._buffers[0][:, :, :self._length]
+        self.values = self._buffers[1][:, :, :self._length]
+
+    def get_seq_length(self) -> int:
+        return self._length
+
+    def reset(self) -> None:
+        self._buffers, self._length = None, 0
+        super().reset()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of columns to remove, got {tokens_to_remove}")
+        if tokens_to_remove and self._buffers is not None:
+            self._length = max(0, self._length + tokens_to_remove)
+            self._expose()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self._buffers is not None:
+            self._buffers = (self._buffers[0].repeat_interleave(repeats, dim=0),
+                             self._buffers[1].repeat_interleave(repeats, dim=0))
+            self._expose()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self._buffers is not None:
+            self._buffers = (self._buffers[0][indices], self._buffers[1][indices])
+            self._expose()
+
+
+class _ReservedCache(DynamicCache):
+    """A ``DynamicCache`` (to the model, which checks for one) made of given layers."""
+
+    def __init__(self, layers: list[ReservedLayer]) -> None:
+        Cache.__init__(self, layers=layers)
+
+
+def _plain_layers(config: Any) -> int | None:
+    """The number of layers of ``config``'s own cache when all of them are plain ``DynamicLayer``s."""
+    layers = DynamicCache(config=config).layers
+    return len(layers) if layers and all(type(layer) is DynamicLayer for layer in layers) else None
+
+
+def reserved_cache(
+    config: Any,
+    capacity: int,
+    prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    prefix_length: int = 0,
+) -> DynamicCache | None:
+    """A cache of :class:`ReservedLayer`s with room for ``capacity`` columns per row, for a model
+    with ``config``; ``prefix`` (per layer, keys and values of shape (batch, heads, columns,
+    head_dim) with columns >= ``capacity`` or not) are taken as the buffers whose first
+    ``prefix_length`` columns are written. ``None`` when the model's own cache is not plain
+    per-layer keys and values (module doc)."""
+    count = _plain_layers(config)
+    if count is None:
+        return None
+    layers = [ReservedLayer(capacity) for _ in range(count)]
+    for layer, (keys, values) in zip(layers, prefix or []):
+        layer.preset(keys, values, prefix_length)
+    return _ReservedCache(layers)

@@ -1,0 +1,94 @@
+"""The in-place KV cache (agents/kv_cache.py): the same numbers as transformers' DynamicCache,
+whatever the reserved room, through row selection and cropping; models whose cache has other
+layer kinds are left to their own cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig
+from transformers.cache_utils import DynamicCache
+
+from turngym.agents.kv_cache import ReservedLayer, reserved_cache
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    return LlamaForCausalLM(config).eval()
+
+
+def decode(model, cache, prompt: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """Greedy decode with ``cache`` (None: the model's own); the logits of every step."""
+    seen = []
+    with torch.no_grad():
+        out = model(input_ids=prompt, cache=cache, use_cache=True)
+        for _ in range(steps):
+            logits = out.logits[:, -1]
+            seen.append(logits)
+            out = model(input_ids=logits.argmax(-1, keepdim=True), cache=out.cache, use_cache=True)
+    return seen
+
+
+@pytest.mark.parametrize("capacity", [1, 7, 10, 64])
+def test_decode_equals_dynamic_cache_bit_for_bit(model, capacity):
+    # capacity 1 and 7 overflow (the buffer grows), 10 is exact (prompt 6 + 4 fed tokens), 64 has spare room
+    prompt = torch.randint(0, 50, (3, 6), generator=torch.Generator().manual_seed(1))
+    want = decode(model, None, prompt, 5)
+    got = decode(model, reserved_cache(model.config, capacity), prompt, 5)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+def test_layers_expose_only_written_columns(model):
+    cache = reserved_cache(model.config, 32)
+    prompt = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        model(input_ids=prompt, cache=cache, use_cache=True)
+    reference = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(input_ids=prompt, cache=reference, use_cache=True)
+    for ours, theirs in zip(cache.layers, reference.layers):
+        assert isinstance(ours, ReservedLayer)
+        assert ours.keys.shape == theirs.keys.shape == (2, 2, 5, 8)
+        assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
+    assert cache.get_seq_length() == 5
+
+
+def test_select_rows_and_crop_match_dynamic_cache(model):
+    prompt = torch.randint(0, 50, (4, 6), generator=torch.Generator().manual_seed(3))
+    caches = [reserved_cache(model.config, 16), DynamicCache(config=model.config)]
+    for cache in caches:
+        with torch.no_grad():
+            model(input_ids=prompt, cache=cache, use_cache=True)
+        cache.batch_select_indices(torch.tensor([3, 1]))
+        cache.crop(-2)
+    ours, theirs = caches
+    for a, b in zip(ours.layers, theirs.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    # and decoding on from the cropped, selected rows still agrees
+    step = torch.tensor([[5], [7]])
+    with torch.no_grad():
+        got = model(input_ids=step, cache=ours, use_cache=True).logits
+        want = model(input_ids=step, cache=theirs, use_cache=True).logits
+    assert torch.equal(got, want)
+
+
+def test_preset_buffers_are_used_in_place(model):
+    keys = torch.zeros(1, 2, 12, 8)
+    values = torch.zeros(1, 2, 12, 8)
+    keys[:, :, :3] = 1.0
+    cache = reserved_cache(model.config, 12, [(keys, values), (keys.clone(), values.clone())], 3)
+    layer = cache.layers[0]
+    assert layer.get_seq_length() == 3 and torch.equal(layer.keys, keys[:, :, :3])
+    layer.update(torch.full((1, 2, 1, 8), 2.0), torch.full((1, 2, 1, 8), 3.0))
+    assert keys[0, 0, 3, 0] == 2.0 and values[0, 0, 3, 0] == 3.0  # written into the given buffer
+    assert layer.keys.shape[-2] == 4
+
+
+def test_sliding_window_models_keep_their_own_cache():
+    config = MistralConfig(num_hidden_layers=2, sliding_window=16, hidden_size=32, intermediate_size=64,
+                           num_attention_heads=4, num_key_value_heads=2, vocab_size=50)
+    assert reserved_cache(config, 32) is None
