@@ -20,10 +20,14 @@ Then, for each model (#21):
   generate(1 token) at batch 32; model FLOP/s = 2 x (parameters the forward multiplies by: all
   but the input embedding, plus the LM head) per token; the limit = the best fp32 GFLOP/s of a
   square ``torch.mm`` at the same thread count. Reports the fraction.
+- **Greedy episodes with vs without drafts**: ``--greedy-episodes`` test tasks of
+  ``--greedy-env`` run greedily (what ``turngym eval`` does) with prompt-lookup drafts and with
+  one token per forward; reports both times, the ratio, and whether the token ids are equal.
 
     python bench/generation.py                       # tiny and smollm2, batches 1 8 32
     python bench/generation.py --models tiny --batches 1 8 --out /tmp/gen.md
     python bench/generation.py --models smollm2 --threads 1 --only multiturn decode
+    python bench/generation.py --models smollm2 --only greedy
 """
 
 from __future__ import annotations
@@ -186,6 +190,32 @@ def decode_fraction(spec: str, model, tokenizer, batch: int, new_tokens: int, re
     return result
 
 
+def greedy_episodes(spec: str, model, tokenizer, env_id: str, episodes: int, turns: int) -> dict:
+    """What ``turngym eval --env ENV --policy SPEC --episodes N`` generates (greedy, up to 256
+    tokens a reply, full history), with prompt-lookup drafts and without, alternating; the
+    trajectories' token ids must be equal."""
+    from turngym.agents.evaluation.runner import split_tasks
+    from turngym.agents.rollout import EpisodeSpec, RolloutConfig, RolloutEngine
+
+    tasks = split_tasks(env_id, "test")[1][:episodes]
+    config = RolloutConfig(temperature=0.0, max_tokens=256, group_size=1, progress=False)
+    results = {}
+    for budget in (64, 0):
+        policy = HFPolicy(model, tokenizer, draft_budget=budget)
+        engine = RolloutEngine(policy, env_id, tokenizer, config, env_kwargs={"max_turns": turns})
+        start = time.perf_counter()
+        trajectories = engine.run_episodes([EpisodeSpec(task=t, seed=i, group_id=t) for i, t in enumerate(tasks)])
+        results[budget] = (time.perf_counter() - start, [[turn.response_ids for turn in tr.turns] for tr in trajectories])
+    (drafts_s, with_ids), (plain_s, plain_ids) = results[64], results[0]
+    result = {"spec": spec, "env": env_id, "episodes": len(tasks), "turns": turns, "drafts_s": drafts_s,
+              "plain_s": plain_s, "same_ids": with_ids == plain_ids,
+              "reply_tokens": sum(len(r) for tr in with_ids for r in tr), "load": os.getloadavg()[0]}
+    print(f"{spec:8s} {env_id} {len(tasks)} greedy episodes of <= {turns} turns: drafts {drafts_s:.1f} s, "
+          f"one token per forward {plain_s:.1f} s, {plain_s / drafts_s:.2f}x; ids equal {result['same_ids']} "
+          f"(load {result['load']:.2f})", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["tiny", "smollm2"])
@@ -196,21 +226,27 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=8, help="episodes in the multi-turn comparison")
     parser.add_argument("--turns", type=int, default=8, help="the turn whose generation is compared")
     parser.add_argument("--decode-batch", type=int, default=32)
-    parser.add_argument("--only", nargs="+", choices=["batches", "multiturn", "decode"],
-                        default=["batches", "multiturn", "decode"])
+    parser.add_argument("--only", nargs="+", choices=["batches", "multiturn", "decode", "greedy"],
+                        default=["batches", "multiturn", "decode", "greedy"])
+    parser.add_argument("--greedy-env", default="turngym/Sokoban-v0")
+    parser.add_argument("--greedy-episodes", type=int, default=2)
+    parser.add_argument("--greedy-turns", type=int, default=10, help="turns per greedy episode (the env's own limit is 30)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "generation.md"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     load_before = os.getloadavg()[0]
-    rows, turns, decodes = [], [], []
+    rows, turns, decodes, greedy = [], [], [], []
     for spec in args.models:
         model, tokenizer = load_model(spec)
         if "multiturn" in args.only:
             turns.append(multi_turn(spec, model, tokenizer, args.episodes, args.turns, args.new_tokens))
         if "decode" in args.only:
             decodes.append(decode_fraction(spec, model, tokenizer, args.decode_batch, args.new_tokens, args.repeats))
+        if "greedy" in args.only:
+            greedy.append(greedy_episodes(spec, model, tokenizer, args.greedy_env, args.greedy_episodes,
+                                          args.greedy_turns))
         if "batches" not in args.only:
             continue
         policy = HFPolicy(model, tokenizer, max_batch_size=max(args.batches))
@@ -267,6 +303,20 @@ def main() -> None:
         ]
         lines += [f"| {r['spec']} | {r['decode_tok_s']:.1f} | {r['gflops']:.1f} | {r['limit_gflops']:.1f} | "
                   f"{r['fraction']:.0%} | {r['load']:.2f} |" for r in decodes]
+    if greedy:
+        lines += [
+            "",
+            "## Greedy episodes with vs without prompt-lookup drafts",
+            "",
+            "What `turngym eval` runs: greedy, <= 256 tokens a reply, full history; the same episodes "
+            "with `draft_budget=64` (the default) and `0` (one token per forward), alternating.",
+            "",
+            "| model | env | episodes x turns | reply tokens | drafts s | one token per forward s | ratio | ids equal | load |",
+            "|---|---|---|---:|---:|---:|---:|---|---:|",
+        ]
+        lines += [f"| {r['spec']} | {r['env']} | {r['episodes']} x {r['turns']} | {r['reply_tokens']} | "
+                  f"{r['drafts_s']:.1f} | {r['plain_s']:.1f} | {r['plain_s'] / r['drafts_s']:.2f}x | "
+                  f"{r['same_ids']} | {r['load']:.2f} |" for r in greedy]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
