@@ -504,6 +504,7 @@ class _Decode:
             tokens = logits.argmax(dim=-1)
         token_logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
         tokens_list, logp_list = tokens.tolist(), token_logp.tolist()
+        kept_per_row = []
         for pos, row in enumerate(self.rows):
             kept = 0
             while not self.done[row] and kept < len(tokens_list[pos]):
@@ -512,10 +513,11 @@ class _Decode:
                 drafts = self.drafts[pos]
                 if kept > len(drafts) or tokens_list[pos][kept - 1] != drafts[kept - 1]:
                     break
-            if self.fed:  # after a decode step (the prefill's positions are the prompt's)
-                # the fed columns past the kept tokens' inputs held rejected drafts
+            if self.fed > 1:  # the fed columns past the kept tokens' inputs held rejected drafts
                 self.attention[pos, self.attention.shape[1] - self.fed + kept:] = 0
-                self.next_position[pos] += kept
+            kept_per_row.append(kept)
+        if self.fed:  # after a decode step (the prefill's positions are the prompt's)
+            self.next_position += torch.tensor(kept_per_row, device=self.next_position.device)[:, None]
 
     def _append(self, row: int, token: int, logp: float) -> None:
         response = self.responses[row]
@@ -553,12 +555,11 @@ class _Decode:
         per_row = min(MAX_DRAFTS, self.policy.draft_budget // max(live, 1))
         self.drafts = [self._drafts(row, per_row if per_row >= MIN_DRAFTS else 0) for row in self.rows]
         width = 1 + max(map(len, self.drafts))
-        ids = torch.full((len(self.rows), width), self.policy.pad_token_id, dtype=torch.long)
-        columns = torch.zeros((len(self.rows), width), dtype=self.attention.dtype)
-        for pos, (row, drafts) in enumerate(zip(self.rows, self.drafts)):
-            fed = [self.responses[row][-1], *drafts]
-            ids[pos, :len(fed)] = torch.tensor(fed, dtype=torch.long)
-            columns[pos, :len(fed)] = 0 if self.done[row] else 1
+        pad = [self.policy.pad_token_id] * width
+        ids = torch.tensor([([self.responses[row][-1], *drafts] + pad)[:width]
+                            for row, drafts in zip(self.rows, self.drafts)], dtype=torch.long)
+        columns = torch.tensor([[0 if self.done[row] or k > len(drafts) else 1 for k in range(width)]
+                                for row, drafts in zip(self.rows, self.drafts)], dtype=self.attention.dtype)
         device = self.attention.device
         self.attention = torch.cat([self.attention, columns.to(device)], dim=-1)
         self.fed = width
