@@ -260,7 +260,6 @@ class HFPolicy:
         kept: list[_HeldKV],
     ) -> list[Completion]:
         device = self.device
-        batch = len(prompts)
         arrays = [np.asarray(p, dtype=np.int64) for p in prompts]
         matches: list[tuple[_HeldKV | None, int]] = []
         index = -1
@@ -268,17 +267,8 @@ class HFPolicy:
             index, n = self._match(array, held, index + 1)
             matches.append((held[index] if index >= 0 else None, n))
         cached = max(n for _, n in matches)  # cache columns: each row's reused prefix, right-aligned
-        width = max(len(p) - n for p, (_, n) in zip(prompts, matches))  # new columns, right-aligned
-        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((batch, cached + width), dtype=torch.long)
-        for row, (prompt, (_, n)) in enumerate(zip(prompts, matches)):
-            rest = prompt[n:]
-            input_ids[row, width - len(rest):] = torch.tensor(rest, dtype=torch.long)
-            attention[row, cached - n:cached] = 1
-            attention[row, cached + width - len(rest):] = 1
-            self.kv_stats["reused_tokens"] += n
-            self.kv_stats["prefilled_tokens"] += len(rest)
-        input_ids, attention = input_ids.to(device), attention.to(device)
+        input_ids, attention = self._prefill_inputs(prompts, matches, cached)
+        width = input_ids.shape[1]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, cached:]
 
         inner = _inner(self.model)
@@ -317,6 +307,23 @@ class HFPolicy:
         kept += [keep[row] for row in sorted(keep)]  # in prompt order, which the next call's search expects
         return [self._completion(r, lp, why, stops)
                 for r, lp, why in zip(decode.responses, decode.logprobs, decode.reasons)]
+
+    def _prefill_inputs(
+        self, prompts: list[list[int]], matches: list[tuple[_HeldKV | None, int]], cached: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prefill's input ids (what each row does not reuse, right-aligned) and the attention
+        mask over the ``cached`` reused columns and those."""
+        width = max(len(p) - n for p, (_, n) in zip(prompts, matches))  # new columns, right-aligned
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), cached + width), dtype=torch.long)
+        for row, (prompt, (_, n)) in enumerate(zip(prompts, matches)):
+            rest = prompt[n:]
+            input_ids[row, width - len(rest):] = torch.tensor(rest, dtype=torch.long)
+            attention[row, cached - n:cached] = 1
+            attention[row, cached + width - len(rest):] = 1
+            self.kv_stats["reused_tokens"] += n
+            self.kv_stats["prefilled_tokens"] += len(rest)
+        return input_ids.to(self.device), attention.to(self.device)
 
     # -- KV reuse ----------------------------------------------------------------------------
 
