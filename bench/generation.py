@@ -271,10 +271,10 @@ def main() -> None:
         "Baseline: transformers `model.generate(do_sample=True)` on the same left-padded batch, same run.",
         f"{os.cpu_count()} CPUs; 1-minute load average {load_before:.1f} at the start and "
         f"{os.getloadavg()[0]:.1f} at the end (other work on the machine slows both sides).",
-        "",
-        "| model | params | batch | HFPolicy tok/s | transformers generate tok/s | ratio (ours / baseline) |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
+    if rows:
+        lines += ["", "| model | params | batch | HFPolicy tok/s | transformers generate tok/s | ratio (ours / baseline) |",
+                  "|---|---:|---:|---:|---:|---:|"]
     for spec, params, batch, ours, base, ratio in rows:
         lines.append(f"| {spec} | {params / 1e6:.2f}M | {batch} | {ours:.1f} | {base:.1f} | {ratio:.2f}x |")
     if turns:
