@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +69,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from turngym.agents.kv_cache import grouped_attention
 from turngym.agents.policy import Completion, Prompt, SamplingParams, prompt_token_ids
 
 __all__ = ["HFPolicy", "sample_tokens", "first_stop", "lookup_drafts"]
@@ -167,13 +167,6 @@ class HFPolicy:
         if device is not None:
             model.to(device)
         self.model = model
-        if self.device.type == "cpu":
-            # transformers repeats a grouped-query model's keys and values per query head before
-            # a masked attention with several queries (a draft check, a prefill after reused
-            # keys): at 10k cached tokens that copy took 1.26 s per SmolLM2 forward against 0.20 s
-            # for torch's own grouped attention, with equal outputs. On CPU torch's kernel takes
-            # the mask; on CUDA it would not, so only here.
-            os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.reuse_kv = reuse_kv
@@ -241,9 +234,11 @@ class HFPolicy:
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(ids), self.max_batch_size):
-                stop = start + self.max_batch_size
-                completions += self._generate_batch(ids[start:stop], seeds[start:stop], sampling, held, kept)
+            # torch's grouped-query attention on CPU, for this call only (agents/kv_cache.py)
+            with grouped_attention(_inner(self.model)):
+                for start in range(0, len(ids), self.max_batch_size):
+                    stop = start + self.max_batch_size
+                    completions += self._generate_batch(ids[start:stop], seeds[start:stop], sampling, held, kept)
         finally:
             self.model.train(was_training)
         if weights is not None:

@@ -92,3 +92,35 @@ def test_sliding_window_models_keep_their_own_cache():
     config = MistralConfig(num_hidden_layers=2, sliding_window=16, hidden_size=32, intermediate_size=64,
                            num_attention_heads=4, num_key_value_heads=2, vocab_size=50)
     assert reserved_cache(config, 32) is None
+
+
+def test_grouped_attention_equals_transformers_sdpa_and_is_undone(model, monkeypatch):
+    # model: 4 query heads over 2 key/value heads; a masked prefill after cached keys, several queries
+    import turngym.agents.kv_cache as kv_cache
+
+    assert model.config._attn_implementation == "sdpa"
+    prompt = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(4))
+    step = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(2, 11, dtype=torch.long)
+    mask[0, :2] = 0  # a left-padded row
+
+    def run():
+        cache = reserved_cache(model.config, 16)
+        with torch.no_grad():
+            model(input_ids=prompt, attention_mask=mask[:, :6], cache=cache, use_cache=True)
+            return model(input_ids=step, attention_mask=mask, cache=cache, use_cache=True).logits
+
+    want = run()
+    grouped_calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        grouped_calls.append(kwargs.get("enable_gqa", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with kv_cache.grouped_attention(model):
+        got = run()
+    assert model.config._attn_implementation == "sdpa"  # undone after the block
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+    assert any(grouped_calls)  # the masked several-query calls took torch's grouped kernel
