@@ -85,6 +85,25 @@ def max_dlogp(model, rows, pad_id: int) -> float:
     return max(float((values[True][k] - values[False][k]).abs().max()) for k in values[True])
 
 
+def per_turn_floor(model, rows, pad_id: int) -> float:
+    """The fp32 noise floor of the comparison above: the same per-turn rows, one at a time vs all
+    in one right-padded batch (what the trainer's micro-batches do), largest |dlogp|. Both are
+    the per-turn layout; only the shapes the kernels see differ."""
+    packs = pack_rows(rows, False)
+    worst = 0.0
+    with torch.no_grad():
+        for start in range(0, len(packs), 4):  # micro-batches of 4 padded rows
+            chunk = packs[start:start + 4]
+            batch = collate_packed(chunk, pad_id)
+            together = per_turn(token_logprobs(model, batch)[0], batch)
+            for j, p in enumerate(chunk):
+                one = collate_packed([p], pad_id)
+                alone = per_turn(token_logprobs(model, one)[0], one)[0]
+                n = len(p.rows[0].response_ids)
+                worst = max(worst, float((alone[:n] - together[j, :n]).abs().max()))
+    return worst
+
+
 def time_update(model, rows, pad_id: int, pack: bool) -> float:
     cfg = load_config(TrainConfig, None, [])
     trained = copy.deepcopy(model).train()
@@ -116,10 +135,12 @@ def bench(spec: str, model, tokenizer, env: str, args) -> dict:
         "packed_tokens": sum(len(p) for p in pack_rows(rows)), "sequences": len(pack_rows(rows)),
         "per_turn_tok_s": distinct / per_turn_s, "packed_tok_s": distinct / packed_s,
         "ratio": per_turn_s / packed_s, "max_dlogp": max_dlogp(model, rows, pad_id),
+        "floor": per_turn_floor(model, rows, pad_id),
         "load": f"{load_start:.1f}-{os.getloadavg()[0]:.1f}",
     }
     print(f"{spec:8s} {env:8s} per-turn {result['per_turn_tok_s']:8.0f} tok/s  packed {result['packed_tok_s']:8.0f} "
-          f"tok/s  ratio {result['ratio']:.2f}x  max |dlogp| {result['max_dlogp']:.1e}  prefix {result['prefix']}  "
+          f"tok/s  ratio {result['ratio']:.2f}x  max |dlogp| {result['max_dlogp']:.1e} (floor {result['floor']:.1e})  "
+          f"prefix {result['prefix']}  "
           f"load {result['load']}", flush=True)
     return result
 
@@ -152,12 +173,14 @@ def main() -> None:
         "Tokens/s counts each trajectory's distinct tokens; load = 1-minute load average at the case's start-end.",
         "",
         "| model | env | episodes | turns | prefix turns | distinct tokens | tokens through the model per-turn / packed "
-        "(sequences) | per-turn tok/s | packed tok/s | ratio | max abs dlogp | load |",
-        "|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|---|",
+        "(sequences) | per-turn tok/s | packed tok/s | ratio | max abs dlogp | floor: per-turn alone vs in padded "
+        "micro-batches | load |",
+        "|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     lines += [f"| {r['spec']} | {r['env']} | {r['episodes']} | {r['turns']} | {r['prefix']} | {r['distinct']} | "
               f"{r['per_turn_tokens']} / {r['packed_tokens']} ({r['sequences']}) | {r['per_turn_tok_s']:.0f} | "
-              f"{r['packed_tok_s']:.0f} | {r['ratio']:.2f}x | {r['max_dlogp']:.1e} | {r['load']} |" for r in results]
+              f"{r['packed_tok_s']:.0f} | {r['ratio']:.2f}x | {r['max_dlogp']:.1e} | {r['floor']:.1e} | {r['load']} |"
+              for r in results]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
