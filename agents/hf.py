@@ -282,7 +282,9 @@ class HFPolicy:
             policy=self, prompts=arrays, sampling=sampling, stops=stops, enders=self._stop_enders(stops),
             generators=[torch.Generator(device=device).manual_seed(int(s)) for s in seeds],
             attention=attention, next_position=positions[:, -1:] + 1,
-            drafting=self.draft_budget > 0 and sampling.temperature <= 0,
+            # a model with its own cache kind (a sliding window would count rejected drafts'
+            # masked columns in its window) decodes one token per forward
+            drafting=self.draft_budget > 0 and sampling.temperature <= 0 and cache is not None,
         )
         keep: dict[int, _HeldKV] = {}  # prompt index -> its keys and values for the next call
         while True:

@@ -101,3 +101,23 @@ def test_sampling_never_drafts(model_and_tokenizer):
     finally:
         hook.remove()
     assert widths[1:] and set(widths[1:]) == {1}  # after the prefill, one token per forward
+
+
+def test_models_with_their_own_cache_kind_do_not_draft(model_and_tokenizer):
+    # a sliding window would count rejected drafts' masked columns in its window
+    from transformers import MistralConfig, MistralForCausalLM
+
+    _, tok = model_and_tokenizer
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=8, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id)).eval()
+    widths = []
+    hook = model.register_forward_pre_hook(lambda _m, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
+                                           with_kwargs=True)
+    try:
+        HFPolicy(model, tok).generate(prompts_for(tok), SamplingParams(temperature=0.0, max_tokens=16))
+    finally:
+        hook.remove()
+    assert widths[1:] and set(widths[1:]) == {1}
