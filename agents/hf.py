@@ -34,7 +34,8 @@ What it guarantees (the rollout engine and trainer rely on each point):
   tokens are those of one token per forward; logprobs are equal up to float rounding; rejected
   drafts' cache columns are masked. A reply that copies a board or repeats itself then takes
   several tokens per forward. ``draft_budget`` caps the drafts per forward over the batch
-  (0: off); sampling never drafts.
+  (0: off); sampling never drafts, nor does a model whose cache is not plain per-layer keys
+  and values (a sliding window would count the masked columns).
 - **KV reuse across turns.** After each call the policy keeps, per completion, the keys and
   values of ``prompt + response`` (all but the last sampled token, which was never fed). At the
   next call each prompt takes the held entry with which it shares the longest token prefix and
