@@ -85,10 +85,15 @@ turngym.register(REWARD_ENVS["shaped"], ShapedFrozenLake, {"suite": "frozenlake-
 
 
 def turngym_config(model: str, env_id: str, lr: float, out_dir: str, extra: list[str] | None = None) -> TrainConfig:
-    """examples/main.yaml made single-turn GRPO with no KL, no SFT, no evaluation or checkpoints
-    (plus ``extra`` overrides, ``--set``)."""
+    """examples/main.yaml made single-turn GRPO with no KL, no SFT, no evaluation or checkpoints,
+    on the frozen train split (plus ``extra`` overrides, ``--set``): TRL reads a dataset of task
+    ids, and its reward function rebuilds each task from its id, which generated tasks lack."""
     return load_config(TrainConfig, BASE_CONFIG, [
-        f"env.id={env_id}", "env.kwargs.max_turns=1", f"policy.model={model}", "policy.torch_threads=null",
+        # one pass over the batch at a constant rate, as TRL's num_iterations=1 (main.yaml's own
+        # 2 x 4 updates per batch and cosine schedule would make turngym do 8x the update work),
+        # and the environment as TRL's reward function builds it
+        f"env.id={env_id}", 'env.kwargs={"max_turns": 1}', "env.train_tasks=split",
+        "optim.ppo_epochs=1", "optim.mini_batches=1", "optim.lr_schedule=constant", f"policy.model={model}", "policy.torch_threads=null",
         "estimator.name=grpo", "estimator.options={}", "sft.enabled=false", "loss.use_kl=false",
         "run.eval_every=0", "run.checkpoint_every=0", "run.tensorboard=false", "run.sample_trajectories=0",
         f"run.tasks_per_step={TASKS_PER_STEP}", f"rollout.group_size={GROUP}", f"rollout.max_tokens={MAX_TOKENS}",
@@ -305,7 +310,7 @@ def main() -> None:
             model, tokenizer = load_model(spec)
             params[spec] = sum(p.numel() for p in model.parameters())
             probe = Trainer(cfg, model=model, tokenizer=tokenizer)
-            task_ids = probe.next_tasks(TASKS_PER_STEP * (args.warmup + args.steps))
+            task_ids = [task.id for task in probe.next_tasks(TASKS_PER_STEP * (args.warmup + args.steps))]
             probe.logger.close()
         prompts = first_turn_prompts(cfg, tokenizer, task_ids)
         for text, ids in prompts.values():  # TRL tokenises the text itself: it must give the same ids
