@@ -176,8 +176,9 @@ class HFPolicy:
         """Most bytes of keys and values held between calls."""
         self.draft_budget = draft_budget
         """Greedy decoding feeds at most this many prompt-lookup drafts per forward, over all
-        rows (at most 32 a row, none below 4 a row: a large batch is compute-bound already,
-        where rejected drafts would cost what they save); 0 turns drafting off."""
+        rows (at most ``MAX_DRAFTS`` a row, none below ``MIN_DRAFTS`` a row: a large batch is
+        compute-bound already, where rejected drafts would cost what they save); 0 turns
+        drafting off."""
         self.kv_stats = {"reused_tokens": 0, "prefilled_tokens": 0}
         """Prompt tokens taken from held caches vs run through the model, over all calls."""
         self._held: list[_HeldKV] = []

@@ -1,6 +1,6 @@
 """A key/value cache that writes each new column in place, for :class:`~turngym.agents.hf.HFPolicy`.
 
-``reserved_cache(model, batch_rows, prefix_layers, prefix_length, capacity) -> Cache | None``
+``reserved_cache(config, capacity, prefix=None, prefix_length=0) -> DynamicCache | None``
 
 transformers' ``DynamicCache`` grows by ``torch.cat``: every decode step copies every layer's
 whole cache to append one column. At long multi-turn contexts that copy outweighs the step's
