@@ -69,38 +69,37 @@ def prefix_turns(trajectories) -> tuple[int, int]:
     return ok, len(pairs)
 
 
-def max_dlogp(model, rows, pad_id: int) -> float:
-    """Largest |logp packed - logp per turn| over every response token (one forward each)."""
-    values = {}
+def alone_logprobs(model, rows, pad_id: int, pack: bool) -> dict[int, torch.Tensor]:
+    """Each row's response logprobs (by ``id(row)``), every sequence run alone and unpadded."""
+    out = {}
     with torch.no_grad():
-        for pack in (True, False):
-            packs = pack_rows(rows, pack)
-            out = {}
-            for p in packs:  # one sequence at a time: no padding in either layout
-                batch = collate_packed([p], pad_id)
-                turn = per_turn(token_logprobs(model, batch)[0], batch)
-                for j, row in enumerate(p.rows):
-                    out[id(row)] = turn[j, : len(row.response_ids)]
-            values[pack] = out
-    return max(float((values[True][k] - values[False][k]).abs().max()) for k in values[True])
+        for p in pack_rows(rows, pack):
+            batch = collate_packed([p], pad_id)
+            turn = per_turn(token_logprobs(model, batch)[0], batch)
+            for j, row in enumerate(p.rows):
+                out[id(row)] = turn[j, : len(row.response_ids)]
+    return out
 
 
-def per_turn_floor(model, rows, pad_id: int) -> float:
-    """The fp32 noise floor of the comparison above: the same per-turn rows, one at a time vs all
-    in one right-padded batch (what the trainer's micro-batches do), largest |dlogp|. Both are
-    the per-turn layout; only the shapes the kernels see differ."""
+def max_dlogp(packed: dict[int, torch.Tensor], per_turn_rows: dict[int, torch.Tensor]) -> float:
+    """Largest |logp packed - logp per turn| over every response token."""
+    return max(float((packed[k] - per_turn_rows[k]).abs().max()) for k in packed)
+
+
+def per_turn_floor(model, rows, pad_id: int, alone: dict[int, torch.Tensor]) -> float:
+    """The fp32 noise floor of that comparison: the per-turn rows alone (``alone``) vs in
+    right-padded micro-batches of 4 (as the trainer's micro-batches run them), largest |dlogp|.
+    Both are the per-turn layout; only the shapes the kernels see differ."""
     packs = pack_rows(rows, False)
     worst = 0.0
     with torch.no_grad():
-        for start in range(0, len(packs), 4):  # micro-batches of 4 padded rows
+        for start in range(0, len(packs), 4):
             chunk = packs[start:start + 4]
             batch = collate_packed(chunk, pad_id)
             together = per_turn(token_logprobs(model, batch)[0], batch)
             for j, p in enumerate(chunk):
-                one = collate_packed([p], pad_id)
-                alone = per_turn(token_logprobs(model, one)[0], one)[0]
-                n = len(p.rows[0].response_ids)
-                worst = max(worst, float((alone[:n] - together[j, :n]).abs().max()))
+                row = p.rows[0]
+                worst = max(worst, float((alone[id(row)] - together[j, : len(row.response_ids)]).abs().max()))
     return worst
 
 
@@ -129,13 +128,14 @@ def bench(spec: str, model, tokenizer, env: str, args) -> dict:
             seconds[pack].append(time_update(model, rows, pad_id, pack))
     per_turn_s, packed_s = min(seconds[False]), min(seconds[True])
     ok, pairs = prefix_turns(trajectories)
+    alone = alone_logprobs(model, rows, pad_id, False)
     result = {
         "spec": spec, "env": env, "episodes": len(trajectories), "turns": turns, "prefix": f"{ok}/{pairs}",
         "distinct": distinct, "per_turn_tokens": sum(len(r) for r in rows),
         "packed_tokens": sum(len(p) for p in pack_rows(rows)), "sequences": len(pack_rows(rows)),
         "per_turn_tok_s": distinct / per_turn_s, "packed_tok_s": distinct / packed_s,
-        "ratio": per_turn_s / packed_s, "max_dlogp": max_dlogp(model, rows, pad_id),
-        "floor": per_turn_floor(model, rows, pad_id),
+        "ratio": per_turn_s / packed_s, "max_dlogp": max_dlogp(alone_logprobs(model, rows, pad_id, True), alone),
+        "floor": per_turn_floor(model, rows, pad_id, alone),
         "load": f"{load_start:.1f}-{os.getloadavg()[0]:.1f}",
     }
     print(f"{spec:8s} {env:8s} per-turn {result['per_turn_tok_s']:8.0f} tok/s  packed {result['packed_tok_s']:8.0f} "
