@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from turngym.agents.kv_cache import grouped_attention
+from turngym.agents.kv_cache import grouped_attention, planless_attention
 from turngym.agents.policy import Completion, Prompt, SamplingParams, prompt_token_ids
 
 __all__ = ["HFPolicy", "sample_tokens", "first_stop", "lookup_drafts"]
@@ -236,8 +236,9 @@ class HFPolicy:
         was_training = self.model.training
         self.model.eval()
         try:
-            # torch's grouped-query attention on CPU, for this call only (agents/kv_cache.py)
-            with grouped_attention(_inner(self.model)):
+            # torch's grouped-query attention on CPU, and no per-shape cuDNN plans on CUDA, for
+            # this call only (agents/kv_cache.py)
+            with grouped_attention(_inner(self.model)), planless_attention(self.device):
                 for start in range(0, len(ids), self.max_batch_size):
                     stop = start + self.max_batch_size
                     completions += self._generate_batch(ids[start:stop], seeds[start:stop], sampling, held, kept)

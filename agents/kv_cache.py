@@ -31,6 +31,12 @@ CPU kernels take the mask. Inside the block a CPU model configured for ``"sdpa"`
 latter for exactly those calls and transformers' function for every other; the forward
 outputs are equal (tested). Only the model's own config changes, and only inside the block:
 a trainer's forward and backward elsewhere keep transformers' path.
+
+``with planless_attention(device): ...`` — on CUDA, attention without torch's cuDNN backend,
+which builds an execution plan for every new input shape: decoding changes the shape every
+forward and training every micro-batch, and on an H200 those plans made decoding ~3.4x and a
+first-seen training shape ~19x slower (bench/results/gpu.md). HFPolicy decodes and the
+trainer's ``token_logprobs`` runs inside it.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-__all__ = ["ReservedLayer", "grouped_attention", "reserved_cache"]
+__all__ = ["ReservedLayer", "grouped_attention", "planless_attention", "reserved_cache"]
 
 #: The attention implementation ``grouped_attention`` switches a model to.
 GROUPED_SDPA = "turngym_grouped_sdpa"
@@ -189,3 +195,23 @@ def grouped_attention(model: Any) -> Iterator[None]:
         yield
     finally:
         config._attn_implementation = "sdpa"
+
+
+@contextmanager
+def planless_attention(device: torch.device) -> Iterator[None]:
+    """Inside the block, scaled-dot-product attention on a CUDA ``device`` runs without torch's
+    cuDNN backend (flash, memory-efficient or math instead); elsewhere nothing changes.
+
+    cuDNN's attention builds an execution plan per input shape, and decoding changes the shape
+    every forward (one more key column; rows dropped; drafts). On an H200 (torch 2.11) that
+    plan-building took ~3.7 ms of CPU per layer call, so a 12-layer model decoded at ~58 ms a
+    step instead of ~7 ms (bench/results/gpu.md). The switch is torch's process-wide backend
+    flag, so a training step running in another thread meanwhile also skips cuDNN: a different
+    kernel for the same attention, never a different result beyond rounding."""
+    if device.type != "cuda":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        yield

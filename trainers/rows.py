@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from turngym.agents.kv_cache import planless_attention
 from turngym.agents.trajectory import Trajectory
 from turngym.trainers.turns import TurnTable
 
@@ -270,7 +271,10 @@ def token_logprobs(
         # changes nothing that is read; without one attention takes its fused causal path
         # instead of materialising a (L x L) mask per row (~3x faster on CPU at 3k tokens)
         attention = None
-    logits = model(input_ids=batch["input_ids"], attention_mask=attention, **kwargs).logits[:, :-1].float()
+    # no cuDNN attention on CUDA: it builds a plan per new shape, and every micro-batch's width
+    # differs (agents/kv_cache.py); the backward runs the kernel the forward chose
+    with planless_attention(batch["input_ids"].device):
+        logits = model(input_ids=batch["input_ids"], attention_mask=attention, **kwargs).logits[:, :-1].float()
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, batch["input_ids"][:, first + 1 :].unsqueeze(-1)).squeeze(-1)
     entropy = None

@@ -9,7 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig
 from transformers.cache_utils import DynamicCache
 
-from turngym.agents.kv_cache import ReservedLayer, reserved_cache
+from turngym.agents.kv_cache import ReservedLayer, planless_attention, reserved_cache
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +124,23 @@ def test_grouped_attention_equals_transformers_sdpa_and_is_undone(model, monkeyp
     assert model.config._attn_implementation == "sdpa"  # undone after the block
     assert torch.allclose(got, want, atol=1e-6, rtol=0)
     assert any(grouped_calls)  # the masked several-query calls took torch's grouped kernel
+
+
+def _sdpa_backends() -> tuple[bool, bool, bool, bool]:
+    cuda = torch.backends.cuda
+    return cuda.cudnn_sdp_enabled(), cuda.flash_sdp_enabled(), cuda.mem_efficient_sdp_enabled(), cuda.math_sdp_enabled()
+
+
+def test_planless_attention_turns_only_cudnn_off_only_on_cuda_and_restores():
+    # torch's backend flags exist (and are settable) in a CPU build too, so the switch is testable here;
+    # its speed on a GPU is in bench/results/gpu/cudnn-ab.txt
+    before = _sdpa_backends()
+    assert before[0], "cuDNN attention is on by default"
+    with planless_attention(torch.device("cpu")):
+        assert _sdpa_backends() == before
+    with planless_attention(torch.device("cuda")):
+        assert _sdpa_backends() == (False, True, True, True)
+    assert _sdpa_backends() == before
+    with pytest.raises(RuntimeError), planless_attention(torch.device("cuda")):
+        raise RuntimeError("a failing forward")
+    assert _sdpa_backends() == before
