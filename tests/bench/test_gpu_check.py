@@ -209,3 +209,23 @@ def test_the_full_size_fits_the_device_limits():
     assert sum(full["phase_s"].values()) <= default_budget
     # + ~40 s of start-up (imports, installing the wheels): under 8 minutes all told
     assert default_budget + gpu.WATCHDOG_GRACE_S + 40 <= 8 * 60
+
+
+def test_cudnn_ab_dry_run_compares_both_settings_on_every_batch_and_shape_pass():
+    """bench/gpu_cudnn_ab.py, the side-by-side behind planless_attention, runs on a CPU (where both
+    settings are the same code, so every row's ids agree) and reports every line RESULTS quotes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "bench/gpu_cudnn_ab.py", "--device", "cpu", "--model",
+                           "tiny-markov:hidden=32,layers=1,heads=2,seed=0", "--new-tokens", "3"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    decode = [line for line in lines if line.startswith("decode batch")]
+    assert [line.split(":")[0] for line in decode] == ["decode batch 1", "decode batch 32", "decode batch 256"]
+    for line, batch in zip(decode, (1, 32, 256)):
+        assert f"rows with identical ids {batch}/{batch}" in line
+        assert "ratio" in line
+    train = [line for line in lines if line.startswith("train fwd+bwd")]
+    assert len(train) == 4
+    assert [("cudnn-allowed" in t, "new shapes" in t) for t in train] == [
+        (True, True), (True, False), (False, True), (False, False)]
