@@ -44,6 +44,8 @@ from turngym.trainers.rows import (
     micro_batches,
     pack_rows,
     per_turn,
+    share_prompts,
+    takes_branch_masks,
     token_logprobs,
 )
 
@@ -61,6 +63,16 @@ def _padding_row(pad_id: int) -> Row:
 
 def _padding_pack(pad_id: int) -> Packed:
     return Packed([pad_id, pad_id], [_padding_row(pad_id)])
+
+
+def _sequences(model: torch.nn.Module, rows: Sequence[Row], config: TrainConfig, pack: bool) -> list[Packed]:
+    """The sequences the model runs over: turns packed per trajectory (``pack``), then, with
+    ``optim.share_prompts``, each group's shared first prompt computed once where that pays
+    (``turngym.trainers.rows.share_prompts``)."""
+    packs = pack_rows(rows, pack)
+    if pack and config.optim.share_prompts and takes_branch_masks(model):
+        packs = share_prompts(packs, config.optim.micro_batch_tokens)
+    return packs
 
 
 def _equal_micro_batches(packs: Sequence[Packed], budget: int, dist: Distributed) -> list[list[int]]:
@@ -187,7 +199,7 @@ def _before_update(model: torch.nn.Module, rows: list[Row], config: TrainConfig,
     (when KL is on), each in one no-grad pass over the packed rows."""
     if single_pass and not config.loss.use_kl:
         return
-    packs = pack_rows(rows, pack)
+    packs = _sequences(model, rows, config, pack)
     budget = config.optim.micro_batch_tokens
     if not single_pass:
         _fill_logprobs(model, packs, pad_id, budget, device, "old_logprobs", dist)
@@ -208,7 +220,7 @@ def _mini_batch_step(update: _Update, rows: list[Row]) -> dict[str, float]:
         update={"loss_agg_constant": constant})
     update.optimizer.zero_grad(set_to_none=True)
     metrics: dict[str, float] = {}
-    packs = pack_rows(rows, update.pack)
+    packs = _sequences(update.model, rows, update.config, update.pack)
     batches = _equal_micro_batches(packs, optim.micro_batch_tokens, dist)
     for b_index, idx in enumerate(batches):
         batch_packs = [packs[i] for i in idx]

@@ -17,6 +17,7 @@ from turngym.trainers.rows import (
     pack_rows,
     per_turn,
     rows_from_trajectories,
+    share_prompts,
     token_logprobs,
 )
 from turngym.trainers.trainer import ppo_update
@@ -163,3 +164,117 @@ def test_resume_continues_exactly_on_the_packed_path(train_config):
     resumed.train()
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "N steps in one go must equal N/2 + resume + N/2"
+
+
+# -- a group's shared first prompt, computed once (share_prompts) -------------------------------
+
+
+def group_rows(seed: int = 0, groups: int = 3, samples: int = 4) -> list[Row]:
+    """Single-turn groups (one long prompt, short replies: what share_prompts joins), two-turn
+    full-history groups with a long first prompt, and trajectories whose later turns outweigh
+    their first prompt (left as they are), shuffled."""
+    rng = np.random.default_rng(seed)
+
+    def tokens(low: int, high: int) -> list[int]:
+        return [int(x) for x in rng.integers(4, 200, size=int(rng.integers(low, high)))]
+
+    rows = []
+    for g in range(groups):
+        for kind, turns, prompt_len, reply_len in (("single", 1, (20, 30), (1, 9)), ("two", 2, (30, 40), (2, 6)),
+                                                   ("long", 3, (3, 6), (8, 14))):
+            prompt = tokens(*prompt_len)
+            for s in range(samples):
+                ids = list(prompt)
+                for k in range(turns):
+                    reply = tokens(*reply_len)
+                    advantage = float(rng.normal())
+                    rows.append(Row(list(ids), reply, advantage, [float(x) for x in -rng.random(len(reply)) * 6],
+                                    group_id=f"{kind}{g}", traj_id=f"{kind}{g}/{s}"))
+                    ids = ids + reply + tokens(2, 5)
+    return [rows[i] for i in rng.permutation(len(rows))]
+
+
+def test_share_prompts_joins_prompt_dominated_groups_within_the_budget():
+    packs = pack_rows(group_rows())
+    shared = share_prompts(packs, budget=10_000)
+    assert sorted(id(r) for p in shared for r in p.rows) == sorted(id(r) for p in packs for r in p.rows)
+    joined = [p for p in shared if p.branches]
+    kinds = {p.rows[0].group_id[:-1] for p in joined}
+    assert kinds == {"single", "two"}, "the long trajectories' first prompt is the smaller part: kept apart"
+    for pack in joined:
+        prompt = pack.branches[0][0]
+        assert len(pack.branches) == 4 and len({r.group_id for r in pack.rows}) == 1
+        assert pack.ids[:prompt] == pack.rows[0].prompt_ids
+        for i, row in enumerate(pack.rows):  # each row's response sits where its shift says
+            start = len(row.prompt_ids) + pack.shift(i)
+            assert pack.ids[start:start + len(row.response_ids)] == row.response_ids
+        assert len(pack) == prompt + sum(end - start for start, end in pack.branches)
+    small = share_prompts(packs, budget=50)
+    assert all(len(p) <= 50 for p in small if p.branches)
+    assert len(small) > len(shared), "groups that do not fit are split (or left alone)"
+    assert sorted(id(r) for p in small for r in p.rows) == sorted(id(r) for p in packs for r in p.rows)
+
+
+def test_shared_prompt_logprobs_equal_per_turn_logprobs():
+    model, _ = load_model(TINY)
+    rows = group_rows(seed=1)
+    values = {}
+    for share in (True, False):
+        packs = pack_rows(rows, pack=share)
+        packs = share_prompts(packs, 10_000) if share else packs
+        assert any(p.branches for p in packs) == share
+        batch = collate_packed(packs, pad_id=0)
+        with torch.no_grad():
+            logp, entropy = token_logprobs(model, batch, with_entropy=True)
+        turn, turn_entropy = per_turn(logp, batch), per_turn(entropy, batch)
+        ordered = [r for p in packs for r in p.rows]
+        values[share] = {id(r): (turn[j, : len(r.response_ids)], turn_entropy[j, : len(r.response_ids)])
+                         for j, r in enumerate(ordered)}
+    assert values[True].keys() == values[False].keys()
+    for key, (logp, entropy) in values[True].items():
+        assert torch.allclose(logp, values[False][key][0], atol=1e-5, rtol=0)
+        assert torch.allclose(entropy, values[False][key][1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["token-mean", "seq-mean-token-sum", "gspo", "kl-entropy", "epochs-minibatches"])
+def test_the_shared_prompt_update_equals_the_per_turn_update(name):
+    rows = group_rows(seed=2)
+    deltas, metrics = {}, {}
+    for share in (True, False):
+        cfg = load_config(TrainConfig, None, [*CONFIGS[name], f"optim.share_prompts={str(share).lower()}"])
+        model, _ = load_model(TINY)
+        base = {k: v.clone() for k, v in model.state_dict().items()}
+        ref = copy.deepcopy(model).requires_grad_(False) if cfg.loss.use_kl else None
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        metrics[share] = ppo_update(model, optimizer, copy.deepcopy(rows), cfg, 0, torch.device("cpu"),
+                                    np.random.default_rng(0), ref_model=ref)
+        deltas[share] = {k: v - base[k] for k, v in model.state_dict().items()}
+    size = max(float(d.abs().max()) for d in deltas[False].values())
+    assert size > 1e-3, "the update must move the weights"
+    for key in deltas[True]:
+        assert torch.allclose(deltas[True][key], deltas[False][key], atol=1e-5 * size, rtol=0), key
+    for key in ("train/loss", "train/pg_loss", "train/clipfrac", "train/entropy"):
+        assert metrics[True][key] == pytest.approx(metrics[False][key], rel=1e-4, abs=1e-6), key
+
+
+def test_shared_prompts_are_used_only_where_the_model_takes_their_masks():
+    from turngym.trainers.rows import takes_branch_masks
+
+    model, _ = load_model(TINY)
+    assert takes_branch_masks(model)
+    model.config._attn_implementation = "eager"
+    assert not takes_branch_masks(model)
+
+
+def test_micro_batching_does_not_change_the_shared_prompt_update():
+    cfg = load_config(TrainConfig, None, [])
+    rows = group_rows(seed=3)
+    results = []
+    for budget in (10_000, 120):  # every group joined in one micro-batch, or groups split over several
+        model, _ = load_model(TINY)
+        cfg.optim.micro_batch_tokens = budget
+        ppo_update(model, torch.optim.SGD(model.parameters(), lr=0.1), copy.deepcopy(rows), cfg, 0,
+                   torch.device("cpu"), np.random.default_rng(0))
+        results.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    for key in results[0]:
+        assert torch.allclose(results[0][key], results[1][key], atol=1e-6), key
