@@ -112,39 +112,42 @@ CONFIGS = {
 }
 
 
+def one_update(rows: list[Row], overrides: list[str], **kwargs) -> tuple[dict, dict]:
+    """One ``ppo_update`` (SGD at lr 1) from fresh tiny weights: the weight change and the metrics."""
+    cfg = load_config(TrainConfig, None, overrides)
+    model, _ = load_model(TINY)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = copy.deepcopy(model).requires_grad_(False) if cfg.loss.use_kl else None
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    metrics = ppo_update(model, optimizer, copy.deepcopy(rows), cfg, 0, torch.device("cpu"),
+                         np.random.default_rng(0), ref_model=ref, **kwargs)
+    return {k: v - base[k] for k, v in model.state_dict().items()}, metrics
+
+
+def assert_same_update(got: tuple[dict, dict], want: tuple[dict, dict]) -> None:
+    """Weight changes equal within fp32 rounding (relative to the largest), metrics too."""
+    (deltas, metrics), (want_deltas, want_metrics) = got, want
+    size = max(float(d.abs().max()) for d in want_deltas.values())
+    assert size > 1e-3, "the update must move the weights"
+    for key in deltas:
+        assert torch.allclose(deltas[key], want_deltas[key], atol=1e-5 * size, rtol=0), key
+    for key in ("train/loss", "train/pg_loss", "train/clipfrac", "train/entropy"):
+        assert metrics[key] == pytest.approx(want_metrics[key], rel=1e-4, abs=1e-6), key
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_the_packed_update_equals_the_per_turn_update(name):
-    cfg = load_config(TrainConfig, None, CONFIGS[name])
     rows = chain_rows(seed=2)
-    deltas, metrics = {}, {}
-    for pack in (True, False):
-        model, _ = load_model(TINY)
-        base = {k: v.clone() for k, v in model.state_dict().items()}
-        ref = copy.deepcopy(model).requires_grad_(False) if cfg.loss.use_kl else None
-        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        metrics[pack] = ppo_update(model, optimizer, copy.deepcopy(rows), cfg, 0, torch.device("cpu"),
-                                   np.random.default_rng(0), ref_model=ref, pack=pack)
-        deltas[pack] = {k: v - base[k] for k, v in model.state_dict().items()}
-    size = max(float(d.abs().max()) for d in deltas[False].values())
-    assert size > 1e-3, "the update must move the weights"
-    for key in deltas[True]:
-        assert torch.allclose(deltas[True][key], deltas[False][key], atol=1e-5 * size, rtol=0), key
-    for key in ("train/loss", "train/pg_loss", "train/clipfrac", "train/entropy"):
-        assert metrics[True][key] == pytest.approx(metrics[False][key], rel=1e-4, abs=1e-6), key
+    assert_same_update(one_update(rows, CONFIGS[name], pack=True), one_update(rows, CONFIGS[name], pack=False))
 
 
-def test_micro_batching_does_not_change_the_packed_update():
-    cfg = load_config(TrainConfig, None, [])
-    rows = chain_rows(seed=3)
-    results = []
-    for budget in (10_000, 40):  # one micro-batch, or about one sequence each
-        model, _ = load_model(TINY)
-        cfg.optim.micro_batch_tokens = budget
-        ppo_update(model, torch.optim.SGD(model.parameters(), lr=0.1), copy.deepcopy(rows), cfg, 0,
-                   torch.device("cpu"), np.random.default_rng(0))
-        results.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-    for key in results[0]:
-        assert torch.allclose(results[0][key], results[1][key], atol=1e-6), key
+@pytest.mark.parametrize("layout", ["chains", "groups"])
+def test_micro_batching_does_not_change_the_update(layout):
+    # one micro-batch, or about one sequence each (chains); every group joined in one micro-batch,
+    # or groups split over several (groups: shared prompts)
+    rows, small = (chain_rows(seed=3), 40) if layout == "chains" else (group_rows(seed=3), 120)
+    assert_same_update(one_update(rows, [f"optim.micro_batch_tokens={small}"]),
+                       one_update(rows, ["optim.micro_batch_tokens=10000"]))
 
 
 def test_resume_continues_exactly_on_the_packed_path(train_config):
@@ -239,22 +242,8 @@ def test_shared_prompt_logprobs_equal_per_turn_logprobs():
 @pytest.mark.parametrize("name", ["token-mean", "seq-mean-token-sum", "gspo", "kl-entropy", "epochs-minibatches"])
 def test_the_shared_prompt_update_equals_the_per_turn_update(name):
     rows = group_rows(seed=2)
-    deltas, metrics = {}, {}
-    for share in (True, False):
-        cfg = load_config(TrainConfig, None, [*CONFIGS[name], f"optim.share_prompts={str(share).lower()}"])
-        model, _ = load_model(TINY)
-        base = {k: v.clone() for k, v in model.state_dict().items()}
-        ref = copy.deepcopy(model).requires_grad_(False) if cfg.loss.use_kl else None
-        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        metrics[share] = ppo_update(model, optimizer, copy.deepcopy(rows), cfg, 0, torch.device("cpu"),
-                                    np.random.default_rng(0), ref_model=ref)
-        deltas[share] = {k: v - base[k] for k, v in model.state_dict().items()}
-    size = max(float(d.abs().max()) for d in deltas[False].values())
-    assert size > 1e-3, "the update must move the weights"
-    for key in deltas[True]:
-        assert torch.allclose(deltas[True][key], deltas[False][key], atol=1e-5 * size, rtol=0), key
-    for key in ("train/loss", "train/pg_loss", "train/clipfrac", "train/entropy"):
-        assert metrics[True][key] == pytest.approx(metrics[False][key], rel=1e-4, abs=1e-6), key
+    shared, unshared = (one_update(rows, [*CONFIGS[name], f"optim.share_prompts={flag}"]) for flag in ("true", "false"))
+    assert_same_update(shared, unshared)
 
 
 def test_shared_prompts_are_used_only_where_the_model_takes_their_masks():
@@ -264,17 +253,3 @@ def test_shared_prompts_are_used_only_where_the_model_takes_their_masks():
     assert takes_branch_masks(model)
     model.config._attn_implementation = "eager"
     assert not takes_branch_masks(model)
-
-
-def test_micro_batching_does_not_change_the_shared_prompt_update():
-    cfg = load_config(TrainConfig, None, [])
-    rows = group_rows(seed=3)
-    results = []
-    for budget in (10_000, 120):  # every group joined in one micro-batch, or groups split over several
-        model, _ = load_model(TINY)
-        cfg.optim.micro_batch_tokens = budget
-        ppo_update(model, torch.optim.SGD(model.parameters(), lr=0.1), copy.deepcopy(rows), cfg, 0,
-                   torch.device("cpu"), np.random.default_rng(0))
-        results.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-    for key in results[0]:
-        assert torch.allclose(results[0][key], results[1][key], atol=1e-6), key
