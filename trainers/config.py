@@ -129,8 +129,9 @@ class OptimConfig(BaseModel):
     micro_batch_tokens: int = Field(8192, ge=1)
     """Padded-token budget of one forward/backward micro-batch (length-bucketed)."""
     share_prompts: bool = True
-    """Run a group's shared first prompt once, its samples as branches of one sequence, where
-    the prompt is at least as long as a sample's rest (single-turn groups); the loss is the
+    """Run a prompt that several sequences start with once, their rests as branches of one
+    sequence (a group's first prompt; with windowed memory, turns that saw the same
+    observation), where the prompt is at least as long as their average rest; the loss is the
     same up to float rounding. Needs SDPA attention; other models train as before."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast the update (``accelerate``); ``no`` keeps the plain fp32 path. bf16 wants a GPU."""

@@ -121,8 +121,9 @@ class Packed:
 
 
 def share_prompts(packs: Sequence[Packed], budget: int) -> list[Packed]:
-    """Sequences whose first turns have the same prompt (a group's samples of one task) joined
-    into one sequence that holds the prompt once (:class:`Packed`), up to ``budget`` tokens each.
+    """Sequences whose first turns have the same prompt (a group's samples of one task; with
+    windowed memory, turns that saw the same observation) joined into one sequence that holds
+    the prompt once (:class:`Packed`), up to ``budget`` tokens each.
 
     Only where it saves work: the shared prompt must be at least as long as the sequences'
     average rest. Each branch attends to the whole prompt and to itself, so a joined sequence
