@@ -350,11 +350,18 @@ def _is_turngym_checkpoint(folder: Path) -> bool:
     return (folder / POLICY_CARD).is_file() or (folder.name == "model" and (folder.parent / "trainer_state.json").is_file())
 
 
+def _model_folder(folder: Path) -> Path:
+    """A turngym checkpoint named by its step folder (``runs/x/checkpoints/step-000080``) means
+    the model saved inside it (``.../step-000080/model``); any other folder is itself."""
+    inner = folder / "model"
+    return inner if inner.is_dir() and (folder / "trainer_state.json").is_file() else folder
+
+
 def saved_eval_settings(spec: str) -> dict[str, Any]:
     """The policy card of a turngym checkpoint named by ``spec`` (``{}`` for any other spec):
     ``rollout`` (the decoding and agent settings of training's evaluation: temperature,
     max_tokens, stop, memory, max_turns, step_timeout_s, ...), ``seed`` and ``env``."""
-    folder = Path(spec.strip()).expanduser()
+    folder = _model_folder(Path(spec.strip()).expanduser())
     card = folder / POLICY_CARD
     if not card.is_file():
         return {}
@@ -425,7 +432,7 @@ def load_model(spec: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     loader = MODEL_LOADERS.get(name)
     if loader is not None:
         return loader(options)
-    folder = Path(name).expanduser()
+    folder = _model_folder(Path(name).expanduser())
     if folder.is_dir():
         return _load_pretrained(str(folder), exact=_is_turngym_checkpoint(folder))
     if _HF_ID.match(name):

@@ -34,6 +34,9 @@ def test_a_trained_checkpoint_evaluates_as_it_did_in_training(tmp_path, train_co
     _, tokenizer = load_model(str(model_dir))
     _, trained_with = load_model(cfg.policy.model)
     assert tokenizer.chat_template == trained_with.chat_template  # no tool block added on reload
+    step_dir = model_dir.parent  # the step folder names the model saved inside it
+    assert saved_eval_settings(str(step_dir)) == card
+    assert load_model(str(step_dir))[1].chat_template == tokenizer.chat_template
 
     out = tmp_path / "cli-eval"
     assert main(["eval", "--env", cfg.env.id, "--policy", str(model_dir), "--runs", "2", "--max-tasks", "4",
