@@ -8,7 +8,9 @@ random: what is timed is the update, not the estimator). Then, alternating, ``--
 - **per-turn rows**: ``ppo_update(..., pack=False)``, one sequence per turn (each turn's whole
   prompt recomputed);
 - **packed**: ``ppo_update(..., pack=True)``, one sequence per trajectory where the prompts are
-  exact prefixes.
+  exact prefixes (the trainer's default path, so a group's shared first prompt is also computed
+  once where it is the larger part of its sequences: rarely on these 10-turn cases;
+  ``bench/shared_prompts.py`` measures that on its own).
 
 Each update starts from the same weights with a fresh AdamW, defaults otherwise (one epoch,
 token-mean, 8192-token micro-batches). Tokens/s = the trajectories' distinct tokens (each
