@@ -9,7 +9,11 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig
 from transformers.cache_utils import DynamicCache
 
+from turngym.agents.hf import _cache_name
 from turngym.agents.kv_cache import ReservedLayer, planless_attention, reserved_cache
+
+#: the forward's KV-cache keyword in the installed transformers (``cache`` since 5.2x, ``past_key_values`` before)
+CACHE = _cache_name(LlamaForCausalLM)
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +28,11 @@ def decode(model, cache, prompt: torch.Tensor, steps: int) -> list[torch.Tensor]
     """Greedy decode with ``cache`` (None: the model's own); the logits of every step."""
     seen = []
     with torch.no_grad():
-        out = model(input_ids=prompt, cache=cache, use_cache=True)
+        out = model(input_ids=prompt, **{CACHE: cache}, use_cache=True)
         for _ in range(steps):
             logits = out.logits[:, -1]
             seen.append(logits)
-            out = model(input_ids=logits.argmax(-1, keepdim=True), cache=out.cache, use_cache=True)
+            out = model(input_ids=logits.argmax(-1, keepdim=True), **{CACHE: getattr(out, CACHE)}, use_cache=True)
     return seen
 
 
@@ -46,10 +50,10 @@ def test_layers_expose_only_written_columns(model):
     cache = reserved_cache(model.config, 32)
     prompt = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        model(input_ids=prompt, cache=cache, use_cache=True)
+        model(input_ids=prompt, **{CACHE: cache}, use_cache=True)
     reference = DynamicCache(config=model.config)
     with torch.no_grad():
-        model(input_ids=prompt, cache=reference, use_cache=True)
+        model(input_ids=prompt, **{CACHE: reference}, use_cache=True)
     for ours, theirs in zip(cache.layers, reference.layers):
         assert isinstance(ours, ReservedLayer)
         assert ours.keys.shape == theirs.keys.shape == (2, 2, 5, 8)
@@ -62,7 +66,7 @@ def test_select_rows_and_crop_match_dynamic_cache(model):
     caches = [reserved_cache(model.config, 16), DynamicCache(config=model.config)]
     for cache in caches:
         with torch.no_grad():
-            model(input_ids=prompt, cache=cache, use_cache=True)
+            model(input_ids=prompt, **{CACHE: cache}, use_cache=True)
         cache.batch_select_indices(torch.tensor([3, 1]))
         cache.crop(-2)
     ours, theirs = caches
@@ -71,8 +75,8 @@ def test_select_rows_and_crop_match_dynamic_cache(model):
     # and decoding on from the cropped, selected rows still agrees
     step = torch.tensor([[5], [7]])
     with torch.no_grad():
-        got = model(input_ids=step, cache=ours, use_cache=True).logits
-        want = model(input_ids=step, cache=theirs, use_cache=True).logits
+        got = model(input_ids=step, **{CACHE: ours}, use_cache=True).logits
+        want = model(input_ids=step, **{CACHE: theirs}, use_cache=True).logits
     assert torch.equal(got, want)
 
 
@@ -107,8 +111,8 @@ def test_grouped_attention_equals_transformers_sdpa_and_is_undone(model, monkeyp
     def run():
         cache = reserved_cache(model.config, 16)
         with torch.no_grad():
-            model(input_ids=prompt, attention_mask=mask[:, :6], cache=cache, use_cache=True)
-            return model(input_ids=step, attention_mask=mask, cache=cache, use_cache=True).logits
+            model(input_ids=prompt, attention_mask=mask[:, :6], **{CACHE: cache}, use_cache=True)
+            return model(input_ids=step, attention_mask=mask, **{CACHE: cache}, use_cache=True).logits
 
     want = run()
     grouped_calls = []
