@@ -71,16 +71,21 @@ def prefix_turns(trajectories) -> tuple[int, int]:
     return ok, len(pairs)
 
 
-def alone_logprobs(model, rows, pad_id: int, pack: bool) -> dict[int, torch.Tensor]:
-    """Each row's response logprobs (by ``id(row)``), every sequence run alone and unpadded."""
+def sequence_logprobs(model, packs, pad_id: int) -> dict[int, torch.Tensor]:
+    """Each row's response logprobs (by ``id(row)``), every sequence of ``packs`` run alone and unpadded."""
     out = {}
     with torch.no_grad():
-        for p in pack_rows(rows, pack):
+        for p in packs:
             batch = collate_packed([p], pad_id)
             turn = per_turn(token_logprobs(model, batch)[0], batch)
             for j, row in enumerate(p.rows):
                 out[id(row)] = turn[j, : len(row.response_ids)]
     return out
+
+
+def alone_logprobs(model, rows, pad_id: int, pack: bool) -> dict[int, torch.Tensor]:
+    """Each row's response logprobs, its sequence (``pack_rows(rows, pack)``) run alone and unpadded."""
+    return sequence_logprobs(model, pack_rows(rows, pack), pad_id)
 
 
 def max_dlogp(packed: dict[int, torch.Tensor], per_turn_rows: dict[int, torch.Tensor]) -> float:

@@ -24,6 +24,7 @@ import argparse
 import copy
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -36,16 +37,11 @@ from turngym.agents.rollout import RolloutEngine
 from turngym.config import load_config
 from turngym.envs import make
 from turngym.trainers.config import TrainConfig
-from turngym.trainers.rows import (
-    Row,
-    collate_packed,
-    pack_rows,
-    per_turn,
-    rows_from_trajectories,
-    share_prompts,
-    token_logprobs,
-)
+from turngym.trainers.rows import Row, pack_rows, rows_from_trajectories, share_prompts
 from turngym.trainers.trainer import ppo_update
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from packing import sequence_logprobs  # noqa: E402  (bench/packing.py: each sequence run alone)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,17 +70,6 @@ def time_update(config: TrainConfig, model, rows: list[Row], pad_id: int, share:
     return time.perf_counter() - start
 
 
-def logprobs(model, packs, pad_id: int) -> dict[int, torch.Tensor]:
-    out = {}
-    with torch.no_grad():
-        for pack in packs:
-            batch = collate_packed([pack], pad_id)
-            turn = per_turn(token_logprobs(model, batch)[0], batch)
-            for j, row in enumerate(pack.rows):
-                out[id(row)] = turn[j, : len(row.response_ids)]
-    return out
-
-
 def bench_case(name: str, config: TrainConfig, model, tokenizer, args) -> dict:
     load_start = os.getloadavg()[0]
     rows = sampled_rows(config, model, tokenizer, args.groups, 1 if name == "single" else None)
@@ -96,7 +81,7 @@ def bench_case(name: str, config: TrainConfig, model, tokenizer, args) -> dict:
     for _ in range(args.repeats):
         for share in (False, True):
             seconds[share].append(time_update(config, model, rows, pad_id, share))
-    off, on = logprobs(model, alone, pad_id), logprobs(model, shared, pad_id)
+    off, on = sequence_logprobs(model, alone, pad_id), sequence_logprobs(model, shared, pad_id)
     result = {
         "case": name, "rows": len(rows), "joined": sum(len(p.rows) for p in shared if p.branches),
         "tokens_off": sum(len(p) for p in alone), "tokens_on": sum(len(p) for p in shared),

@@ -142,11 +142,13 @@ def share_prompts(packs: Sequence[Packed], budget: int) -> list[Packed]:
             out += members
             continue
         chunk: list[Packed] = []
-        for member in members:
-            if chunk and len(prompt) + sum(len(m) - len(prompt) for m in [*chunk, member]) > budget:
+        length = len(prompt)  # of the joined sequence so far
+        for member, rest in zip(members, rests):
+            if chunk and length + rest > budget:
                 out.append(_joined(list(prompt), chunk))
-                chunk = []
+                chunk, length = [], len(prompt)
             chunk.append(member)
+            length += rest
         out.append(_joined(list(prompt), chunk))
     return out
 
