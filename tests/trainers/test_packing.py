@@ -240,9 +240,23 @@ def test_shared_prompt_logprobs_equal_per_turn_logprobs():
 
 
 @pytest.mark.parametrize("name", ["token-mean", "seq-mean-token-sum", "gspo", "kl-entropy", "epochs-minibatches"])
-def test_the_shared_prompt_update_equals_the_per_turn_update(name):
+def test_the_shared_prompt_update_equals_the_per_turn_update(name, monkeypatch):
+    import turngym.trainers.update as update
+
+    joined = []  # what the update's own sharing returned: the comparison must not be vacuous
+
+    def spy(packs, budget):
+        out = share_prompts(packs, budget)
+        joined.append(sum(len(p.rows) for p in out if p.branches))
+        return out
+
+    monkeypatch.setattr(update, "share_prompts", spy)
     rows = group_rows(seed=2)
-    shared, unshared = (one_update(rows, [*CONFIGS[name], f"optim.share_prompts={flag}"]) for flag in ("true", "false"))
+    shared = one_update(rows, [*CONFIGS[name], "optim.share_prompts=true"])
+    assert joined and all(n > 0 for n in joined)
+    calls = len(joined)
+    unshared = one_update(rows, [*CONFIGS[name], "optim.share_prompts=false"])
+    assert len(joined) == calls, "share_prompts=false must not share"
     assert_same_update(shared, unshared)
 
 
