@@ -6,7 +6,10 @@ or with ``off_board_invalid`` is an invalid reply (``invalid_penalty``, an obser
 nothing moves); a slip sideways off the board always leaves you where you are.
 
 Board text: ``S`` start, ``F`` frozen, ``H`` hole, ``G`` goal, ``P`` you (the start cell is
-shown as ``F`` once you have left it).
+shown as ``F`` once you have left it). With ``show_neighbours`` a line under the board names the
+four cells next to you (``u:F d:H l:- r:G``: up, down, left, right; ``-`` off the board): the
+same state, with what a move decides written where a tiny model reads it without counting
+columns (the board stays the whole state, so step-group anchors are unchanged in meaning).
 """
 
 from __future__ import annotations
@@ -93,12 +96,13 @@ class FrozenLakeEnv(MoveEnv):
         success_reward: float = 1.0,
         invalid_penalty: float = 0.0,
         off_board_invalid: bool = False,
+        show_neighbours: bool = False,
         render_mode: str | None = None,
     ) -> None:
         super().__init__(suite=suite, split=split, max_turns=max_turns, render_mode=render_mode)
         self.slippery, self.slip_prob = slippery, slip_prob
         self.success_reward, self.invalid_penalty = success_reward, invalid_penalty
-        self.off_board_invalid = off_board_invalid
+        self.off_board_invalid, self.show_neighbours = off_board_invalid, show_neighbours
         if off_board_invalid:
             self.instructions = self._instructions.format(off_board="A move off the board is an invalid reply.")
         self.rows: list[str] = []
@@ -111,7 +115,18 @@ class FrozenLakeEnv(MoveEnv):
             if r == self.pos[0]:
                 chars[self.pos[1]] = "P"
             out.append("".join(chars))
+        if self.show_neighbours:
+            out.append(self._neighbours_line())
         return "\n".join(out)
+
+    def _neighbours_line(self) -> str:
+        """``u:F d:H l:- r:G``: the cell one move away in each direction (``-``: off the board)."""
+        cells = []
+        for move in DIRECTIONS:
+            pos = self._neighbour(move)
+            cell = "-" if pos is None else self.rows[pos[0]][pos[1]].replace("S", "F")
+            cells.append(f"{move[0]}:{cell}")
+        return " ".join(cells)
 
     def _reset_task(self, task: Task):
         self.rows = list(task.metadata["map"])
