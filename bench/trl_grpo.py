@@ -336,7 +336,7 @@ def main() -> None:
         [f"--steps {args.steps}", f"--warmup {args.warmup}", f"--repeats {args.repeats}", f"--reward {args.reward}"] +
         [f"--set {s}" for s in args.set] + (["--trl-gradient-checkpointing"] if args.trl_gradient_checkpointing else []))
     header = [
-        "# Training throughput: turngym vs TRL GRPOTrainer (single-turn)", "",
+        f"## Measurement of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
         f"`{cmd}` — {versions()}; {platform.machine()}, {os.cpu_count()} cores, CPU float32, "
         f"torch threads {args.threads} (both), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}.",
         f"Load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
@@ -351,8 +351,20 @@ def main() -> None:
     ]
     text = "\n".join(header + body) + "\n"
     print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    prepend_report(Path(args.out), text)
+
+
+TITLE = "# Training throughput: turngym vs TRL GRPOTrainer (single-turn)"
+
+
+def prepend_report(path: Path, text: str) -> None:
+    """Put a new measurement at the top of the report, under its title: the earlier
+    measurements (and the notes written about them) stay below it, never overwritten."""
+    earlier = path.read_text() if path.exists() else ""
+    if earlier.startswith(TITLE):
+        earlier = earlier[len(TITLE):].lstrip("\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{TITLE}\n\n{text}" + (f"\n{earlier}" if earlier else ""))
 
 
 if __name__ == "__main__":
