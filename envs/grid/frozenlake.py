@@ -76,6 +76,11 @@ def generate_map(seed: int, size: int = 4, hole_frac: float = 0.2, min_path: int
     raise RuntimeError(f"no map found for seed {seed}")
 
 
+def _shown(cell: str) -> str:
+    """A map cell as the board text shows it: the start is plain ice (``F``) like any other."""
+    return "F" if cell == "S" else cell
+
+
 class FrozenLakeEnv(MoveEnv):
     """Reach G from S without stepping into a hole H."""
 
@@ -111,7 +116,7 @@ class FrozenLakeEnv(MoveEnv):
     def _board(self) -> str:
         out = []
         for r, row in enumerate(self.rows):
-            chars = ["F" if ch == "S" else ch for ch in row]
+            chars = [_shown(ch) for ch in row]
             if r == self.pos[0]:
                 chars[self.pos[1]] = "P"
             out.append("".join(chars))
@@ -124,7 +129,7 @@ class FrozenLakeEnv(MoveEnv):
         cells = []
         for move in DIRECTIONS:
             pos = self._neighbour(move)
-            cell = "-" if pos is None else self.rows[pos[0]][pos[1]].replace("S", "F")
+            cell = "-" if pos is None else _shown(self.rows[pos[0]][pos[1]])
             cells.append(f"{move[0]}:{cell}")
         return " ".join(cells)
 
