@@ -21,21 +21,27 @@ What it guarantees (the rollout engine and trainer rely on each point):
   its batch or on the global RNG. Without seeds, per-prompt seeds are drawn from the global
   torch RNG (``torch.manual_seed`` then makes a run reproducible). ``temperature == 0`` is
   greedy.
-- **Batching.** Prompts are left-padded into batches of at most ``max_batch_size``; one KV-cached
-  forward pass per new token for the whole batch; a batch ends when every row has stopped. The
+- **Batching.** Prompts are left-padded into batches of at most ``max_batch_size``, grouped by
+  length so that padding never takes more than half a batch (:func:`length_batches`); one KV-cached
+  forward pass per new token (or several: "Drafts") for the whole batch; a batch ends when every row has stopped. The
   prefill projects only each row's last position through the LM head (``logits_to_keep=1``),
   and rows that have stopped leave the decode batch (the cache is compacted whenever a quarter
   of its rows have stopped). The cache has room for the prompt and the whole reply from the
   start (:mod:`turngym.agents.kv_cache`), so a decode step writes its keys and values in place.
-- **Drafts (greedy only).** At ``temperature == 0`` each forward after the prefill feeds, behind
-  a row's last token, the tokens that followed the latest earlier occurrence of its last few
-  tokens in the prompt or the reply (:func:`lookup_drafts`: prompt-lookup decoding); the row keeps
-  the argmax at each fed position while it equals the draft fed there, plus one more. The
-  tokens are those of one token per forward; logprobs are equal up to float rounding; rejected
-  drafts' cache columns are masked. A reply that copies a board or repeats itself then takes
-  several tokens per forward. ``draft_budget`` caps the drafts per forward over the batch
-  (0: off); sampling never drafts, nor does a model whose cache is not plain per-layer keys
-  and values (a sliding window would count the masked columns).
+- **Drafts.** Each forward after the prefill feeds, behind a row's last token, tokens guessed
+  to come next (``agents/drafts.py``): how most of this policy's earlier replies that began as
+  this one does went on (``policy.replies``, a token trie: an agent's format tokens), else what
+  followed the latest earlier occurrence of the row's last few tokens in its prompt or reply
+  (:func:`lookup_drafts`: prompt-lookup decoding). The forward gives a token at every fed
+  position, greedy or sampled, and the row keeps them while each equals the draft fed there,
+  plus one more. A sampled row's k-th token uses its generator's k-th draw wherever it is
+  taken, so the tokens are those of one token per forward, whatever was drafted (as
+  speculative sampling with a draft that is a single guess: the guess is kept exactly when the
+  sample equals it); logits, hence logprobs, are equal up to float rounding; rejected drafts'
+  cache columns are masked. A reply of format tokens or one that copies a board then takes a
+  few forwards instead of one per token. ``draft_budget`` caps the drafts per forward over
+  the batch (0: off); a model whose cache is not plain per-layer keys and values never
+  drafts (a sliding window would count the masked columns).
 - **KV reuse across turns.** After each call the policy keeps, per completion, the keys and
   values of ``prompt + response`` (all but the last sampled token, which was never fed). At the
   next call each prompt takes the held entry with which it shares the longest token prefix and
@@ -70,10 +76,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from turngym.agents.drafts import MAX_DRAFTS, MIN_DRAFTS, ReplyMemory, lookup_drafts
 from turngym.agents.kv_cache import grouped_attention, planless_attention
 from turngym.agents.policy import Completion, Prompt, SamplingParams, prompt_token_ids
 
-__all__ = ["HFPolicy", "sample_tokens", "first_stop", "lookup_drafts"]
+__all__ = ["HFPolicy", "first_stop", "length_batches", "lookup_drafts", "sample_tokens"]
 
 
 def sample_tokens(
@@ -145,6 +152,25 @@ def _common_prefix(a: np.ndarray, b: np.ndarray, limit: int) -> int:
     return int(differ[0]) if differ.size else n
 
 
+def length_batches(lengths: Sequence[int], most: int) -> list[list[int]]:
+    """The prompts' indices in decode batches of at most ``most``: by length, a batch ending
+    where one more prompt would make its left-padded width hold more than twice its tokens.
+
+    One long prompt (an error message among board observations) would otherwise widen every
+    row of the batch to its length: each row's prefill and every decode step's attention."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        length = lengths[index]
+        if current and (len(current) >= most or (len(current) + 1) * length > 2 * (tokens + length)):
+            batches.append(current)
+            current, tokens = [], 0
+        current.append(index)
+        tokens += length
+    return batches + [current] if current else batches
+
+
 def first_stop(text: str, stops: Sequence[str]) -> int | None:
     """The end offset of the earliest-ending stop string in ``text``, or None."""
     ends = [text.find(s) + len(s) for s in stops if s and s in text]
@@ -175,10 +201,11 @@ class HFPolicy:
         self.kv_budget_bytes = kv_budget_bytes
         """Most bytes of keys and values held between calls."""
         self.draft_budget = draft_budget
-        """Greedy decoding feeds at most this many prompt-lookup drafts per forward, over all
-        rows (at most ``MAX_DRAFTS`` a row, none below ``MIN_DRAFTS`` a row: a large batch is
-        compute-bound already, where rejected drafts would cost what they save); 0 turns
-        drafting off."""
+        """Decoding feeds at most this many drafts per forward, over all rows (at most
+        ``MAX_DRAFTS`` a row, none below ``MIN_DRAFTS`` a row: a large batch of a large model is
+        compute-bound already, where drafts would cost what they save); 0 turns drafting off."""
+        self.replies = ReplyMemory()
+        """The replies generated so far, a source of drafts (``agents/drafts.py``)."""
         self.kv_stats = {"reused_tokens": 0, "prefilled_tokens": 0}
         """Prompt tokens taken from held caches vs run through the model, over all calls."""
         self._held: list[_HeldKV] = []
@@ -228,7 +255,6 @@ class HFPolicy:
         seeds = list(sampling.seeds) if sampling.seeds is not None else [
             int(torch.randint(0, 2**62, (1,)).item()) for _ in ids
         ]
-        completions: list[Completion] = []
         weights = self._weights_key() if self.reuse_kv else None
         held = self._held if weights is not None and weights == self._held_for else []
         self.clear_kv()
@@ -239,13 +265,18 @@ class HFPolicy:
             # torch's grouped-query attention on CPU, and no per-shape cuDNN plans on CUDA, for
             # this call only (agents/kv_cache.py)
             with grouped_attention(_inner(self.model)), planless_attention(self.device):
-                for start in range(0, len(ids), self.max_batch_size):
-                    stop = start + self.max_batch_size
-                    completions += self._generate_batch(ids[start:stop], seeds[start:stop], sampling, held, kept)
+                by_index: dict[int, Completion] = {}
+                for batch in length_batches([len(p) for p in ids], self.max_batch_size):
+                    done = self._generate_batch([ids[i] for i in batch], [seeds[i] for i in batch], sampling, held,
+                                                kept)
+                    by_index.update(zip(batch, done))
+                completions = [by_index[i] for i in range(len(ids))]
         finally:
             self.model.train(was_training)
         if weights is not None:
             self._held, self._held_for = kept, weights
+        for completion in completions:
+            self.replies.add(completion.token_ids)
         return completions
 
     @torch.inference_mode()
@@ -287,7 +318,7 @@ class HFPolicy:
             attention=attention, next_position=positions[:, -1:] + 1,
             # a model with its own cache kind (a sliding window would count rejected drafts'
             # masked columns in its window) decodes one token per forward
-            drafting=self.draft_budget > 0 and sampling.temperature <= 0 and cache is not None,
+            drafting=self.draft_budget > 0 and cache is not None,
         )
         keep: dict[int, _HeldKV] = {}  # prompt index -> its keys and values for the next call
         while True:
@@ -433,45 +464,19 @@ class HFPolicy:
         return Completion(text=text, token_ids=ids, logprobs=logps, finish_reason=reason)
 
 
-#: Prompt-lookup drafts per row and forward: at most (a forward of 2 SmolLM2 rows x 33 tokens
-#: cost 2.6x one of 2 x 1 on 2 CPU cores) and at least (fewer would not pay for the wider step).
-MAX_DRAFTS, MIN_DRAFTS = 64, 4
-
-
-def lookup_drafts(ids: np.ndarray, limit: int, longest: int = 4, shortest: int = 2) -> list[int]:
-    """Prompt-lookup drafts: ``limit`` tokens that followed the latest earlier occurrence of the
-    last n tokens of ``ids`` (n from ``longest`` down to ``shortest``), or none; where the copy
-    reaches the end of ``ids`` it goes on as if the sequence repeated from that occurrence.
-
-    A reply that copies from its prompt (a board, a file, a passage: the usual reply in this
-    gym's environments) or repeats itself is then checked several tokens per forward pass."""
-    length = len(ids)
-    if limit <= 0:
-        return []
-    for n in range(min(longest, length - 1), shortest - 1, -1):
-        windows = np.lib.stride_tricks.sliding_window_view(ids[:length - 1], n)
-        hits = np.flatnonzero((windows == ids[length - n:]).all(axis=1))
-        if hits.size:
-            start = int(hits[-1]) + n
-            drafts = ids[start:start + limit].tolist()
-            # past the end of ``ids`` the copy continues from its own drafts: a loop of period
-            # ``length - start`` is drafted whole, not only up to the sequence's end
-            while len(drafts) < limit:
-                drafts.append(drafts[len(drafts) - (length - start)])
-            return drafts
-    return []
-
-
 @dataclass
 class _Decode:
     """The decode loop's state for one batch: what each row sampled, which rows are still in the
     batch, their attention columns and next positions (one row per entry of ``rows``).
 
-    Greedy decoding with ``drafting`` feeds, after each row's last token, the tokens that
-    :func:`lookup_drafts` proposes; a forward then yields the argmax at every fed position, and
-    the row keeps tokens while they equal the drafts they were fed with (plus the one after).
-    The kept tokens are exactly those one-token steps would choose from the same logits; the
-    rejected drafts' cache columns are masked, so the held cache is the row's tokens as always.
+    With ``drafting``, each forward feeds, after each row's last token, the tokens that the
+    policy's reply memory or :func:`lookup_drafts` propose (``agents/drafts.py``); the forward
+    yields a token at every fed position (the argmax, or a sample whose uniform is the row's next
+    unused draw), and the row keeps tokens while they equal the drafts they were fed with (plus
+    the one after). A row's k-th token always uses its generator's k-th draw (draws a rejected
+    position took wait in ``pending`` for the row's next tokens), so the kept tokens are exactly
+    those one-token steps would choose from the same logits; the rejected drafts' cache columns
+    are masked, so the held cache is the row's tokens as always.
     """
 
     policy: HFPolicy
@@ -489,6 +494,8 @@ class _Decode:
     reasons: list[str] = field(default_factory=list)
     done: list[bool] = field(default_factory=list)
     drafts: list[list[int]] = field(default_factory=list)
+    pending: list[list[torch.Tensor]] = field(default_factory=list)
+    """Per prompt index: uniforms drawn from its generator and not yet used by a kept token."""
     fed: int = 0  # columns the last forward appended per row (0: the prefill)
 
     def __post_init__(self) -> None:
@@ -497,18 +504,17 @@ class _Decode:
         self.responses, self.logprobs = [[] for _ in range(batch)], [[] for _ in range(batch)]
         self.reasons, self.done = ["length"] * batch, [False] * batch
         self.drafts = [[] for _ in range(batch)]
+        self.pending = [[] for _ in range(batch)]
         # enough trailing tokens to contain any stop string (every token is at least one byte)
         self.stop_window = max((len(s.encode()) for s in self.stops), default=0) + 2
 
     def take(self, logits: torch.Tensor) -> None:
         """Append each row's tokens from a forward's logits (rows, fed positions, vocab)."""
         logits = logits.float()
-        # one uniform per row and forward: a sampled row's k-th token uses its generator's k-th draw
-        uniforms = torch.stack([torch.rand((), generator=g, device=logits.device) for g in self.generators])
-        if logits.shape[1] == 1:
-            tokens = sample_tokens(logits[:, 0], self.sampling.temperature, self.sampling.top_p, uniforms)[:, None]
-        else:  # drafts were fed, so decoding is greedy
-            tokens = logits.argmax(dim=-1)
+        rows, width, vocab = logits.shape
+        uniforms = self._uniforms(width, logits.device)
+        tokens = sample_tokens(logits.reshape(-1, vocab), self.sampling.temperature, self.sampling.top_p,
+                               uniforms.reshape(-1)).reshape(rows, width)
         token_logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
         tokens_list, logp_list = tokens.tolist(), token_logp.tolist()
         kept_per_row = []
@@ -520,11 +526,31 @@ class _Decode:
                 drafts = self.drafts[pos]
                 if kept > len(drafts) or tokens_list[pos][kept - 1] != drafts[kept - 1]:
                     break
+            del self.pending[row][:kept]
             if self.fed > 1:  # the fed columns past the kept tokens' inputs held rejected drafts
                 self.attention[pos, self.attention.shape[1] - self.fed + kept:] = 0
             kept_per_row.append(kept)
         if self.fed:  # after a decode step (the prefill's positions are the prompt's)
             self.next_position += torch.tensor(kept_per_row, device=self.next_position.device)[:, None]
+
+    def _uniforms(self, width: int, device: torch.device) -> torch.Tensor:
+        """(rows, width) uniforms: at a row's fed position j (its last token, then its drafts), the
+        uniform its (len(reply) + j)-th token uses, one scalar draw at a time so that the k-th draw
+        is the same on any device however the draws are grouped; positions past a row's drafts
+        (padding) and greedy decoding draw nothing."""
+        filler = torch.full((), 0.5, device=device)
+        if self.sampling.temperature <= 0:
+            return filler.expand(len(self.rows), width)
+        out = []
+        for pos, row in enumerate(self.rows):
+            if self.done[row]:  # takes no token
+                out.append(filler.expand(width))
+                continue
+            pending, need = self.pending[row], 1 + len(self.drafts[pos])
+            while len(pending) < need:
+                pending.append(torch.rand((), generator=self.generators[pos], device=device))
+            out.append(torch.stack(pending[:need] + [filler] * (width - need)))
+        return torch.stack(out)
 
     def _append(self, row: int, token: int, logp: float) -> None:
         response = self.responses[row]
@@ -576,6 +602,9 @@ class _Decode:
     def _drafts(self, row: int, most: int) -> list[int]:
         if not self.drafting or self.done[row] or not most:
             return []
-        limit = min(most, self.sampling.max_tokens - len(self.responses[row]) - 1)
-        ids = np.concatenate([self.prompts[row], np.asarray(self.responses[row], dtype=np.int64)])
-        return lookup_drafts(ids, limit)
+        response = self.responses[row]
+        limit = min(most, self.sampling.max_tokens - len(response) - 1)
+        drafts = self.policy.replies.draft(response, limit)
+        if drafts:
+            return drafts
+        return lookup_drafts(np.concatenate([self.prompts[row], np.asarray(response, dtype=np.int64)]), limit)

@@ -33,7 +33,8 @@ __all__ = ["POLICY_BACKENDS", "build_policy"]
 def _hf(config: TrainConfig, model: Any, tokenizer: Any) -> Any:
     from turngym.agents.hf import HFPolicy
 
-    return HFPolicy(model, tokenizer, max_batch_size=config.policy.max_batch_size)
+    return HFPolicy(model, tokenizer, max_batch_size=config.policy.max_batch_size,
+                    reuse_kv=config.policy.reuse_kv, draft_budget=config.policy.draft_budget)
 
 
 def _vllm(config: TrainConfig, model: Any, tokenizer: Any) -> Any:

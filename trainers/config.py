@@ -75,6 +75,19 @@ class PolicyConfig(BaseModel):
     """Module names to adapt (None: peft's default for the architecture)."""
     max_batch_size: int = 256
     """Most prompts per generate call (a step's rollouts in as few decode loops as fit)."""
+    reuse_kv: bool = True
+    """Keep each reply's keys and values for the next turn's prompt (``hf`` backend;
+    ``agents/hf.py``, "KV reuse"): a multi-turn prompt that extends the last one prefills only
+    the new messages. A template that shows only the latest observation (``tiny-markov``) never
+    extends a held prompt, and matching and copying the held entries costs more than the few
+    shared tokens save."""
+    draft_budget: int = Field(default=64, ge=0)
+    """Most draft tokens a decode forward feeds over the whole batch (``hf`` backend; at most 64
+    and at least 4 a row, else none): guesses of the next tokens, from the policy's earlier
+    replies or the prompt, checked in one forward (``agents/hf.py``, "Drafts"); the tokens are
+    those of one token per forward. The default suits a model whose forward is compute-bound
+    at a few dozen rows (SmolLM2); a tiny model's forward costs its overhead even at a hundred
+    rows, and drafts pay there (the main job: 2048). 0: one token per forward."""
     torch_threads: int | None = None
     """CPU threads for torch (None: torch's default). Tiny models on a small CPU run fastest
     with 1: OpenMP's thread hand-offs cost more than their matrices, and the environments
@@ -126,6 +139,14 @@ class OptimConfig(BaseModel):
     """Passes over each batch of rollouts."""
     mini_batches: int = Field(1, ge=1)
     """Optimizer steps per pass (the rows are split into this many mini-batches)."""
+    old_logprobs: Literal["recompute", "rollout"] = "recompute"
+    """The PPO ratio's old policy when an update makes several optimizer steps: ``recompute``
+    runs the training model over every row once before the first step; ``rollout`` takes the
+    logprobs the rollout engine sampled with, and saves that pass. They are the same numbers up
+    to float rounding when the engine is the training model at the same weights (``hf``
+    backend, synchronous rollouts); with another engine (vLLM) ``rollout`` makes the ratio
+    correct for the engine's own numerics too, as asynchronous rollouts always do. The gap
+    between the two is logged (``train/rollout_train_gap_*``) either way."""
     micro_batch_tokens: int = Field(8192, ge=1)
     """Padded-token budget of one forward/backward micro-batch (length-bucketed)."""
     share_prompts: bool = True

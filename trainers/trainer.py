@@ -184,8 +184,14 @@ class Trainer:
         if rows or self.dist.world_size > 1:  # every rank joins the update's collectives
             metrics.update(ppo_update(self.train_model, self.optimizer, rows, self.config, self.pad_id, self.device,
                                       self.np_rng, self.ref_model, dist=self.dist,
-                                      behaviour_logprobs=self.sampler.behaviour_logprobs))
+                                      behaviour_logprobs=self._behaviour_logprobs()))
         return metrics
+
+    def _behaviour_logprobs(self) -> str:
+        """The update's old policy: the engine's logprobs when the sampler's rollouts are stale
+        (asynchronous) or ``optim.old_logprobs`` asks for them, else recomputed."""
+        stale = self.sampler.behaviour_logprobs == "rollout"
+        return "rollout" if stale or self.config.optim.old_logprobs == "rollout" else "recompute"
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self, label: str | None = None) -> dict[str, float]:

@@ -9,11 +9,12 @@ micro-batch's loss is weighted by the configured aggregation's own weighting
 launch, so the step equals one pass over the whole mini-batch.
 
 The old policy of the ratio: with one epoch and one mini-batch it *is* the model being updated,
-so its logprobs are taken (detached) from the update's own forward pass; otherwise they are
-recomputed before the first pass (the gap to the rollout engine's logprobs is logged either
-way); with ``behaviour_logprobs="rollout"`` they are the rollout engine's (asynchronous
-rollouts: the importance ratio corrects the staleness). The reference logprobs are computed
-when KL is on.
+so its logprobs are taken (detached) from the update's own forward pass; with
+``behaviour_logprobs="rollout"`` they are the rollout engine's (asynchronous rollouts: the
+importance ratio corrects the staleness; ``optim.old_logprobs: rollout``: no pass spent on
+them); otherwise they are recomputed before the first pass. The gap to the rollout engine's
+logprobs is logged either way (from the recompute pass, or from the first mini-batch's
+forward, before its optimizer step). The reference logprobs are computed when KL is on.
 """
 
 from __future__ import annotations
@@ -169,18 +170,22 @@ def ppo_update(
     n_mini = int(dist.max(min(optim.mini_batches, max(len(rows), 1))))
     single_pass = optim.ppo_epochs == 1 and n_mini == 1
     have_rollout = bool(rows) and all(len(r.rollout_logprobs) == len(r.response_ids) for r in rows)
+    # the engine's logprobs as the old policy: decided over every rank (a recompute pass is collective)
+    use_rollout = behaviour_logprobs == "rollout" and dist.max(float(bool(rows) and not have_rollout)) == 0
     gap = _Gap()
     model.eval()
-    _before_update(model, rows, config, pad_id, device, ref_model, dist, pack, single_pass)
-    if have_rollout and not single_pass:
+    _before_update(model, rows, config, pad_id, device, ref_model, dist, pack,
+                   recompute_old=not single_pass and not use_rollout)
+    if have_rollout and not single_pass and not use_rollout:
         measured = collate(rows[:GAP_ROWS], pad_id)
         gap.add(1.0, measured["rollout_logp"], measured["old_logp"], measured["response_mask"])
-    if have_rollout and behaviour_logprobs == "rollout":
+    if use_rollout:
         for r in rows:
             r.old_logprobs = list(r.rollout_logprobs)
+    # otherwise the gap is measured in the first mini-batch's forward, before any optimizer step
     update = _Update(model, optimizer, config, pad_id, device, dist, pack, aggregation(config.loss.loss_agg),
-                     old_from_forward=single_pass and behaviour_logprobs != "rollout",
-                     gap=gap if have_rollout and single_pass else None)
+                     old_from_forward=single_pass and not use_rollout,
+                     gap=gap if have_rollout and (single_pass or use_rollout) else None)
     metrics: dict[str, list[float]] = {}
     model.train()
     for _epoch in range(optim.ppo_epochs):
@@ -188,20 +193,22 @@ def ppo_update(
         for mini in np.array_split(order, n_mini):
             for k, v in _mini_batch_step(update, [rows[i] for i in mini]).items():
                 metrics.setdefault(k, []).append(v)
+            update.gap = None
     metrics.update(gap.metrics())
     model.eval()
     return {f"train/{k}": float(np.mean(v)) for k, v in metrics.items()}
 
 
 def _before_update(model: torch.nn.Module, rows: list[Row], config: TrainConfig, pad_id: int, device: torch.device,
-                   ref_model: Any, dist: Distributed, pack: bool, single_pass: bool) -> None:
-    """The old logprobs (unless the update's forward gives them) and the reference logprobs
-    (when KL is on), each in one no-grad pass over the packed rows."""
-    if single_pass and not config.loss.use_kl:
+                   ref_model: Any, dist: Distributed, pack: bool, recompute_old: bool) -> None:
+    """The old logprobs (when ``recompute_old``: neither the update's forward nor the rollout
+    engine gives them) and the reference logprobs (when KL is on), each in one no-grad pass
+    over the packed rows."""
+    if not recompute_old and not config.loss.use_kl:
         return
     packs = _sequences(model, rows, config, pack)
     budget = config.optim.micro_batch_tokens
-    if not single_pass:
+    if recompute_old:
         _fill_logprobs(model, packs, pad_id, budget, device, "old_logprobs", dist)
     if config.loss.use_kl:
         _fill_reference(model, ref_model, packs, pad_id, budget, device, dist)

@@ -1,6 +1,6 @@
-"""Greedy decoding with prompt-lookup drafts (agents/hf.py): the same tokens as one token per
-forward, the same logprobs within float rounding, the same held caches for the next turn, and
-fewer forward passes on a reply that copies."""
+"""Decoding with drafts (agents/hf.py, agents/drafts.py), greedy and sampled: the same tokens as
+one token per forward, the same logprobs within float rounding, the same held caches for the
+next turn, and fewer forward passes on a reply that copies or repeats an earlier reply's format."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from turngym.agents.drafts import ReplyMemory
 from turngym.agents.hf import HFPolicy, lookup_drafts
 from turngym.agents.models import load_model
 from turngym.agents.policy import SamplingParams
@@ -91,16 +92,102 @@ def test_greedy_with_drafts_equals_one_token_per_forward(model_and_tokenizer):
     assert calls["drafting"] < calls["plain"]
 
 
-def test_sampling_never_drafts(model_and_tokenizer):
-    model, tok = model_and_tokenizer
+def test_reply_memory_drafts_the_majority_continuation():
+    memory = ReplyMemory()
+    for reply in ([1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 5], [1, 2, 6]):
+        memory.add(reply)
+    # 4 replies through [1, 2]: 3 of them went on with 3 (3 > 4/2), then 2 of those 3 with 5
+    assert memory.draft([], 10) == [1, 2, 3, 5]
+    assert memory.draft([1, 2, 3], 10) == [5]
+    assert memory.draft([1, 2, 3, 5], 10) == []  # where replies ended
+    assert memory.draft([7], 10) == []  # no earlier reply began so
+    assert memory.draft([], 2) == [1, 2]
+    memory.add([1, 2, 3, 4])
+    assert memory.draft([], 10) == [1, 2, 3]  # 4 and 5 two of four each: no majority, the draft ends
+
+
+def test_reply_memory_is_bounded():
+    memory = ReplyMemory(depth=3, max_nodes=8)
+    memory.add([1, 2, 3, 4, 5])
+    assert memory.draft([], 10) == [1, 2, 3]  # only the first `depth` tokens are kept
+    memory.add([9, 9, 9])  # 7 nodes
+    memory.add([8, 8, 8])  # 10 nodes: at least max_nodes, so the next reply starts a fresh memory
+    assert memory.draft([9], 10) == [9, 9]
+    memory.add([7, 7, 7])
+    assert memory.draft([], 10) == [7, 7, 7]
+    assert memory.draft([1], 10) == memory.draft([9], 10) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 3), max_size=6), max_size=12), st.lists(st.integers(0, 3), max_size=3),
+       st.integers(0, 8))
+def test_reply_memory_drafts_follow_a_majority_of_the_replies(replies, prefix, limit):
+    memory = ReplyMemory()
+    for reply in replies:
+        memory.add(reply)
+    drafts = memory.draft(prefix, limit)
+    assert len(drafts) <= limit
+    for k in range(len(drafts)):  # each drafted token: more than half of the replies through its node
+        head = prefix + drafts[:k]
+        through = [r for r in replies if r[:len(head)] == head]
+        assert 2 * sum(r[len(head):len(head) + 1] == [drafts[k]] for r in through) > len(through)
+
+
+def _forward_widths(model):
     widths = []
     hook = model.register_forward_pre_hook(lambda _m, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
                                            with_kwargs=True)
+    return widths, hook
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_sampling_with_drafts_equals_one_token_per_forward(model_and_tokenizer, top_p):
+    model, tok = model_and_tokenizer
+    drafting, plain = HFPolicy(model, tok), HFPolicy(model, tok, draft_budget=0)
+    prompts = prompts_for(tok)
+    seeds = [11, 12, 13, 14, 15]
+    # the memory holds what these seeds sample (drafts kept) and what other seeds sampled (drafts
+    # that a different sample rejects part-way)
+    for memory_seeds in ([21, 22, 23, 24, 25], seeds, seeds):
+        for c in plain.generate(prompts, SamplingParams(temperature=1.0, top_p=top_p, max_tokens=24, seeds=memory_seeds)):
+            drafting.replies.add(c.token_ids)
+    plain.clear_kv()  # both start without held caches
+    plain.kv_stats = {k: 0 for k in plain.kv_stats}
+    widths, hook = _forward_widths(model)
     try:
-        HFPolicy(model, tok).generate(prompts_for(tok), SamplingParams(temperature=1.0, max_tokens=16, seeds=[1, 2, 3, 4, 5]))
+        for turn in range(3):  # across turns: the held caches of a drafting call are exact too
+            sampling = SamplingParams(temperature=1.0, top_p=top_p, max_tokens=24, seeds=[s + turn for s in seeds],
+                                      stop=["##"] if turn == 1 else [])
+            start = len(widths)
+            got = drafting.generate(prompts, sampling)
+            drafted = widths[start:]
+            want = plain.generate(prompts, sampling)
+            assert [c.token_ids for c in got] == [c.token_ids for c in want]
+            assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
+            assert [c.text for c in got] == [c.text for c in want]
+            for a, b in zip(got, want):
+                assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=ATOL, rtol=0)
+            plain_forwards = len(widths) - start - len(drafted)
+            if turn == 0:  # the remembered replies were drafted, and took fewer forwards
+                assert max(drafted[1:]) > 1
+                assert len(drafted) < plain_forwards
+            prompts = [p + c.token_ids + chat_ids(tok, f"turn {turn}") for p, c in zip(prompts, got)]
     finally:
         hook.remove()
-    assert widths[1:] and set(widths[1:]) == {1}  # after the prefill, one token per forward
+    assert drafting.kv_stats == plain.kv_stats
+
+
+def test_a_sampled_reply_does_not_depend_on_its_batch_or_the_memory(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    prompts = prompts_for(tok)
+    sampling = SamplingParams(temperature=1.0, max_tokens=24, seeds=[31, 32, 33, 34, 35])
+    policy = HFPolicy(model, tok, reuse_kv=False)
+    together = [c.token_ids for c in policy.generate(prompts, sampling)]  # the memory now holds them
+    alone = [policy.generate([p], SamplingParams(temperature=1.0, max_tokens=24, seeds=[s]))[0].token_ids
+             for p, s in zip(prompts, sampling.seeds)]
+    assert alone == together
+    fresh = HFPolicy(model, tok, reuse_kv=False)
+    assert [c.token_ids for c in fresh.generate(prompts, sampling)] == together
 
 
 def test_models_with_their_own_cache_kind_do_not_draft(model_and_tokenizer):

@@ -7,8 +7,10 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from turngym.agents.hf import HFPolicy, first_stop, sample_tokens
+from turngym.agents.hf import HFPolicy, first_stop, length_batches, sample_tokens
 from turngym.agents.models import load_model
 from turngym.agents.policy import Policy, SamplingParams
 from turngym.agents.vllm_policy import VLLMPolicy, vllm_available
@@ -203,6 +205,21 @@ def test_small_max_batch_size_gives_the_same_completions(policy, prompts):
     sampling = SamplingParams(temperature=1.0, max_tokens=10, seeds=[21, 22, 23, 24])
     chunked = HFPolicy(policy.model, policy.tokenizer, max_batch_size=3).generate(prompts, sampling)
     assert [c.token_ids for c in chunked] == [c.token_ids for c in policy.generate(prompts, sampling)]
+
+
+@given(st.lists(st.integers(1, 300), max_size=60), st.integers(1, 16))
+def test_length_batches_cover_every_prompt_once_with_padding_under_half(lengths, most):
+    batches = length_batches(lengths, most)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    for batch in batches:
+        assert 1 <= len(batch) <= most
+        widths = [lengths[i] for i in batch]
+        assert len(batch) * max(widths) <= 2 * sum(widths)  # padding at most half the batch
+
+
+def test_length_batches_keep_a_long_prompt_out_of_a_short_batch():
+    assert length_batches([40, 42, 170, 41, 40], 8) == [[0, 4, 3, 1], [2]]
+    assert length_batches([40, 42, 41], 2) == [[0, 2], [1]]
 
 
 def test_sync_weights_copies_in_place_and_training_mode_survives_generation(prompts):

@@ -267,3 +267,54 @@ def test_shared_prompts_are_used_only_where_the_model_takes_their_masks():
     assert takes_branch_masks(model)
     model.config._attn_implementation = "eager"
     assert not takes_branch_masks(model)
+
+
+def with_model_logprobs(rows: list[Row]) -> list[Row]:
+    """``rows`` whose rollout logprobs are the fresh tiny model's own (what a rollout engine that
+    is the training model records)."""
+    model, _ = load_model(TINY)
+    rows = copy.deepcopy(rows)
+    for row in rows:
+        with torch.no_grad():
+            logits = model(torch.tensor([row.prompt_ids + row.response_ids])).logits[0].float()
+        logp = torch.log_softmax(logits, dim=-1)[len(row.prompt_ids) - 1: -1]
+        row.rollout_logprobs = logp.gather(-1, torch.tensor(row.response_ids)[:, None]).squeeze(-1).tolist()
+    return rows
+
+
+def test_rollout_old_logprobs_skip_the_recompute_pass_and_give_the_same_update():
+    rows = with_model_logprobs(chain_rows(seed=4))
+    overrides = CONFIGS["epochs-minibatches"]
+    forwards = {"recompute": 0, "rollout": 0}
+    for mode in forwards:
+        real_forward = torch.nn.Module.__call__
+
+        def counting(module, *args, _mode=mode, **kwargs):
+            if hasattr(module, "lm_head") and not torch.is_grad_enabled():
+                forwards[_mode] += 1  # a no-grad pass of the whole model: the recompute pass
+            return real_forward(module, *args, **kwargs)
+
+        torch.nn.Module.__call__ = counting
+        try:
+            result = one_update(rows, overrides, behaviour_logprobs=mode)
+        finally:
+            torch.nn.Module.__call__ = real_forward
+        if mode == "recompute":
+            want = result
+        else:
+            got = result
+    assert forwards["recompute"] > 0 and forwards["rollout"] == 0
+    assert_same_update(got, want)
+    # the gap to the engine's logprobs is measured either way (here: float rounding only)
+    assert 0 <= got[1]["train/rollout_train_gap_abs_max"] < 1e-4
+    assert 0 <= want[1]["train/rollout_train_gap_abs_max"] < 1e-4
+
+
+def test_rollout_old_logprobs_are_the_ratio_denominator():
+    # engine logprobs far from the model's: the ratio is taken against them, so the first step
+    # clips where the recomputed denominator would not
+    rows = chain_rows(seed=5)  # random "engine" logprobs
+    got = one_update(rows, CONFIGS["epochs-minibatches"], behaviour_logprobs="rollout")[1]
+    want = one_update(rows, CONFIGS["epochs-minibatches"], behaviour_logprobs="recompute")[1]
+    assert got["train/rollout_train_gap_abs_max"] > 0.5
+    assert got["train/clipfrac"] > want["train/clipfrac"]

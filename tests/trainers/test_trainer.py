@@ -157,3 +157,18 @@ def test_training_tasks_are_generated_fresh_and_never_held_out(tmp_path, train_c
     # the frozen split stays available as an option
     split = Trainer(train_config("split-src", run__steps=0, env__train_tasks="split"))
     assert {t.id for t in split.next_tasks(200)} == {t.id for t in split.tasks.split}
+
+
+@pytest.mark.parametrize(("sampler", "configured", "want"), [
+    ("recompute", "recompute", "recompute"),
+    ("recompute", "rollout", "rollout"),  # optim.old_logprobs: the engine's logprobs, no recompute pass
+    ("rollout", "recompute", "rollout"),  # asynchronous rollouts: the engine's, whatever is configured
+])
+def test_the_update_old_policy_follows_the_sampler_and_the_config(sampler, configured, want):
+    from types import SimpleNamespace
+
+    from turngym.trainers.config import TrainConfig
+
+    config = TrainConfig.model_validate({"optim": {"old_logprobs": configured}})
+    trainer = SimpleNamespace(sampler=SimpleNamespace(behaviour_logprobs=sampler), config=config)
+    assert Trainer._behaviour_logprobs(trainer) == want
