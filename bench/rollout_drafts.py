@@ -16,7 +16,7 @@ Each side's policy first runs one step's rollouts unmeasured (its reply memory t
 what a training run's would). The weights come from ``--model`` (a checkpoint's ``model/``
 folder), else from the main job's own warm start, trained here first (~2 minutes):
 
-    python bench/rollout_drafts.py [--model runs/main/checkpoints/latest/model] [--repeats 3]
+    python bench/rollout_drafts.py [--model runs/main/checkpoints/step-000080/model] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -43,11 +43,12 @@ SIDES = {"defaults": {"draft_budget": 64, "reuse_kv": True}, "main job": {"draft
 
 def warm_start(out: Path) -> Path:
     """The main job's warm start alone (``run.steps=0``); returns its model folder."""
-    model_dir = out / "checkpoints" / "latest" / "model"
-    if not model_dir.exists():
+    from turngym.trainers.checkpoint import latest_checkpoint
+
+    if latest_checkpoint(out) is None:
         subprocess.run([sys.executable, "-m", "turngym", "train", str(CONFIG), "--set", "run.steps=0",
                         "--out", str(out)], check=True)
-    return model_dir
+    return latest_checkpoint(out) / "model"
 
 
 def one_side(model, tokenizer, config: dict, tasks, settings: dict, run_index: int) -> tuple[float, int, list]:
