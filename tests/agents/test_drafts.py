@@ -65,6 +65,15 @@ def prompts_for(tok) -> list[list[int]]:
     return [chat_ids(tok, text) for text in (board * 3, "abcabcabcabc", "hi", "x" * 40, board + "go")]
 
 
+def assert_same_completions(got, want) -> None:
+    """The same ids, finish reasons and texts; logprobs within float rounding."""
+    assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
+    assert [c.text for c in got] == [c.text for c in want]
+    for a, b in zip(got, want):
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=ATOL, rtol=0)
+
+
 def test_greedy_with_drafts_equals_one_token_per_forward(model_and_tokenizer):
     model, tok = model_and_tokenizer
     drafting, plain = HFPolicy(model, tok), HFPolicy(model, tok, draft_budget=0)
@@ -79,11 +88,7 @@ def test_greedy_with_drafts_equals_one_token_per_forward(model_and_tokenizer):
             got = drafting.generate(prompts, sampling)
             current[0] = "plain"
             want = plain.generate(prompts, sampling)
-            assert [c.token_ids for c in got] == [c.token_ids for c in want]
-            assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
-            assert [c.text for c in got] == [c.text for c in want]
-            for a, b in zip(got, want):
-                assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=ATOL, rtol=0)
+            assert_same_completions(got, want)
             prompts = [p + c.token_ids + chat_ids(tok, f"turn {turn}") for p, c in zip(prompts, got)]
     finally:
         hook.remove()
@@ -162,11 +167,7 @@ def test_sampling_with_drafts_equals_one_token_per_forward(model_and_tokenizer, 
             got = drafting.generate(prompts, sampling)
             drafted = widths[start:]
             want = plain.generate(prompts, sampling)
-            assert [c.token_ids for c in got] == [c.token_ids for c in want]
-            assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
-            assert [c.text for c in got] == [c.text for c in want]
-            for a, b in zip(got, want):
-                assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=ATOL, rtol=0)
+            assert_same_completions(got, want)
             plain_forwards = len(widths) - start - len(drafted)
             if turn == 0:  # the remembered replies were drafted, and took fewer forwards
                 assert max(drafted[1:]) > 1
