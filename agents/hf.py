@@ -275,8 +275,9 @@ class HFPolicy:
             self.model.train(was_training)
         if weights is not None:
             self._held, self._held_for = kept, weights
-        for completion in completions:
-            self.replies.add(completion.token_ids)
+        if self.draft_budget:  # the memory only feeds drafts
+            for completion in completions:
+                self.replies.add(completion.token_ids)
         return completions
 
     @torch.inference_mode()
@@ -335,7 +336,7 @@ class HFPolicy:
                              use_cache=True, **{cache_name: cache})
         self._keep_rows(getattr(out, cache_name, None), decode.attention, list(enumerate(decode.rows)),
                         prompts, decode.responses, keep, kept)
-        kept += [keep[row] for row in sorted(keep)]  # in prompt order, which the next call's search expects
+        kept += [keep[row] for row in sorted(keep)]  # in this batch's prompt order (the search starts near a match)
         return [self._completion(r, lp, why, stops)
                 for r, lp, why in zip(decode.responses, decode.logprobs, decode.reasons)]
 
