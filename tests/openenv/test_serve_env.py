@@ -323,22 +323,32 @@ def test_code_in_docker_and_a_stopped_server_leaves_no_container(cli_server):
     assert _containers_of(proc.pid) == []
 
 
-def _chromium_under(root):
-    """Live (not zombie) Chromium processes descending from process ``root``."""
-    parents, exes, states = {}, {}, {}
+def _process_table():
+    """``{pid: (parent pid, executable name, state)}`` for every process we may read."""
+    table = {}
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            exes[int(entry)] = os.path.basename(os.readlink(f"/proc/{entry}/exe"))
+            table[int(entry)] = (int(stat[1]), os.path.basename(os.readlink(f"/proc/{entry}/exe")), stat[0])
         except OSError:
             continue
-        parents[int(entry)], states[int(entry)] = int(stat[1]), stat[0]
+    return table
+
+
+def _children(root):
+    return {pid for pid, (parent, _, _) in _process_table().items() if parent == root}
+
+
+def _chromium_under(root, skip=frozenset()):
+    """Live (not zombie) Chromium processes descending from process ``root``, leaving out the
+    subtrees of the processes in ``skip``."""
+    table = _process_table()
     found, stack = set(), [root]
     while stack:
         parent = stack.pop()
-        for pid in (p for p, pp in parents.items() if pp == parent):
+        for pid in (p for p, (pp, _, _) in table.items() if pp == parent and p not in skip):
             stack.append(pid)
-            if "chrom" in exes.get(pid, "") and states[pid] != "Z":
+            if "chrom" in table[pid][1] and table[pid][2] != "Z":
                 found.add(pid)
     return found
 
@@ -347,12 +357,18 @@ def test_a_served_browser_env_closes_its_browser_at_shutdown():
     pytest.importorskip("playwright", reason="needs Playwright: pip install 'turngym[gui]'")
     if not os.path.isfile("/usr/bin/chromium"):
         pytest.skip("needs Chromium at /usr/bin/chromium")
-    # browsers that earlier tests' own pools still hold are not the server's to close
-    others = _chromium_under(os.getpid())
+    # Browsers that earlier tests' pools still hold are not the server's to close, and they may
+    # start processes of their own meanwhile (Chromium keeps a spare renderer ready): only
+    # what descends from a process this test started (the server's Playwright driver) counts.
+    # The process-wide browser earlier tests started is closed first, so the server starts its own.
+    from turngym.sandboxes.browser import close_shared_pool
+
+    close_shared_pool()
+    others = _children(os.getpid())
     with running(make_app("turngym/WebApps-v0", max_sessions=2)) as url, _client(url) as env:
         result = env.reset(seed=0)
         assert result.observation["tools"] and result.observation["task_id"]
         result = env.step({"message": result.observation["example_actions"][0]})
         assert result.observation["action_valid"] is True
-        assert _chromium_under(os.getpid()) - others, "the served environment started no browser"
-    assert _poll(lambda: not (_chromium_under(os.getpid()) - others), 20.0), "Chromium outlived the server"
+        assert _chromium_under(os.getpid(), skip=others), "the served environment started no browser"
+    assert _poll(lambda: not _chromium_under(os.getpid(), skip=others), 20.0), "Chromium outlived the server"
